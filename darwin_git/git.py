@@ -1,0 +1,207 @@
+"""Every git call darwin-git makes passes through here: plumbing via the `git` CLI.
+
+Why the CLI and not a library for writes: GitPython's Repo is not thread-safe and libgit2
+writes flat notes trees (see shared/GIT.md); `git` itself is the reference implementation.
+Writes follow one rule: write objects first, then move a ref, so a kill loses nothing.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+from .errors import DarwinError
+
+ZERO = "0" * 40
+
+
+class GitError(DarwinError):
+    """A git command failed; the message carries git's own words."""
+
+
+def git(repo: Path | str, *args: str, input: str | bytes | None = None, check: bool = True,
+        env: dict | None = None) -> str:
+    """Run `git -C repo args...` and return stdout (text). Raise GitError with stderr on failure."""
+    binary = isinstance(input, bytes)
+    proc = subprocess.run(
+        ["git", "-C", str(repo), *args], input=input, capture_output=True, text=not binary,
+        env={**os.environ, **env} if env else None,
+    )
+    out = proc.stdout.decode() if binary else proc.stdout
+    err = proc.stderr.decode() if binary else proc.stderr
+    if check and proc.returncode != 0:
+        first = (err.strip() or out.strip() or f"exit {proc.returncode}").splitlines()[-1]
+        raise GitError(f"git {args[0]} failed: {first}")
+    return out
+
+
+def toplevel(path: Path | str = ".") -> Path:
+    """The root of the git repository holding `path`, or a one-line error."""
+    try:
+        return Path(git(path, "rev-parse", "--show-toplevel").strip())
+    except (GitError, FileNotFoundError, NotADirectoryError):
+        raise DarwinError(f"{os.path.abspath(path)} is not inside a git repository; "
+                          "run this in an evolution repo (see `darwin-git init`)") from None
+
+
+def git_dir(repo: Path) -> Path:
+    return Path(git(repo, "rev-parse", "--absolute-git-dir").strip())
+
+
+def resolve(repo: Path, rev: str, kind: str = "commit") -> str:
+    """Full sha of `rev` peeled to `kind`, or a one-line error naming the bad revision."""
+    out = git(repo, "rev-parse", "--verify", "--quiet", f"{rev}^{{{kind}}}", check=False).strip()
+    if not out:
+        raise DarwinError(f"unknown revision {rev!r}: no such {kind} in {repo}")
+    return out
+
+
+def exists(repo: Path, rev: str) -> bool:
+    return bool(git(repo, "rev-parse", "--verify", "--quiet", rev, check=False).strip())
+
+
+def tree_of(repo: Path, rev: str) -> str:
+    return resolve(repo, rev, "tree")
+
+
+def read_file(repo: Path, rev: str, path: str) -> str | None:
+    out = subprocess.run(["git", "-C", str(repo), "show", f"{rev}:{path}"], capture_output=True)
+    return out.stdout.decode("utf-8", errors="replace") if out.returncode == 0 else None
+
+
+def list_files(repo: Path, rev: str) -> list[str]:
+    return git(repo, "ls-tree", "-r", "--name-only", "-z", rev).split("\0")[:-1]
+
+
+# ---- refs -------------------------------------------------------------------------------------
+
+def update_ref(repo: Path, ref: str, new: str, old: str | None = None, message: str = "darwin-git") -> None:
+    """Move `ref` to `new`; with `old` given ("" = must not exist) it is a compare-and-swap."""
+    args = ["update-ref", "-m", message, ref, new]
+    if old is not None:
+        args.append(old or ZERO)
+    git(repo, *args)
+
+
+def refs(repo: Path, prefix: str) -> dict[str, str]:
+    """Map ref name -> commit sha for every ref under `prefix`, in one git call."""
+    out = git(repo, "for-each-ref", "--format=%(refname) %(objectname)", prefix)
+    return dict(line.split(" ", 1) for line in out.splitlines())
+
+
+# ---- notes: JSON documents attached to commits --------------------------------------------------
+
+@contextlib.contextmanager
+def lock(repo: Path, name: str = "darwin.lock", wait: bool = True) -> Iterator[None]:
+    """An flock in the git dir: serializes writers (concurrent `git notes add` loses notes)."""
+    path = git_dir(repo) / name
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+        except BlockingIOError:
+            raise DarwinError(f"another darwin-git process holds {path}; wait for it to finish "
+                              "(if none is running, the lock is released automatically)") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def note_read(repo: Path, ref: str, obj: str) -> str | None:
+    out = subprocess.run(["git", "-C", str(repo), "notes", "--ref", ref, "show", obj], capture_output=True, text=True)
+    return out.stdout if out.returncode == 0 else None
+
+
+def note_write(repo: Path, ref: str, obj: str, text: str) -> None:
+    """Replace the note on `obj` under `ref` (callers hold `lock`)."""
+    git(repo, "notes", "--ref", ref, "add", "-f", "-F", "-", obj, input=text)
+
+
+def note_json(repo: Path, ref: str, obj: str) -> dict | None:
+    text = note_read(repo, ref, obj)
+    return json.loads(text) if text else None
+
+
+def note_append_jsonl(repo: Path, ref: str, obj: str, record: dict) -> None:
+    """Append one JSON line to the note on `obj`: an append-only log (failures, reviews)."""
+    with lock(repo, "notes.lock"):
+        old = note_read(repo, ref, obj) or ""
+        note_write(repo, ref, obj, old + json.dumps(record, sort_keys=True) + "\n")
+
+
+def note_set_json(repo: Path, ref: str, obj: str, doc: dict) -> None:
+    with lock(repo, "notes.lock"):
+        note_write(repo, ref, obj, json.dumps(doc, sort_keys=True, indent=1) + "\n")
+
+
+def notes_all(repo: Path, ref: str) -> dict[str, str]:
+    """Every note under `ref` as {annotated object sha: text}, read with two git processes in total."""
+    listing = git(repo, "notes", "--ref", ref, "list", check=False)
+    pairs = [line.split() for line in listing.splitlines() if line.strip()]
+    if not pairs:
+        return {}
+    proc = subprocess.run(["git", "-C", str(repo), "cat-file", "--batch"],
+                          input="".join(f"{blob}\n" for blob, _ in pairs).encode(), capture_output=True, check=True)
+    data, pos, result = proc.stdout, 0, {}
+    for _, obj in pairs:
+        header_end = data.index(b"\n", pos)
+        size = int(data[pos:header_end].split()[2])
+        result[obj] = data[header_end + 1: header_end + 1 + size].decode("utf-8", errors="replace")
+        pos = header_end + 1 + size + 1
+    return result
+
+
+# ---- commits without a checkout ------------------------------------------------------------------
+
+def commit_tree(repo: Path, tree: str, parents: list[str], message: str) -> str:
+    args = ["commit-tree", tree]
+    for p in parents:
+        args += ["-p", p]
+    return git(repo, *args, "-F", "-", input=message).strip()
+
+
+def apply_to_tree(repo: Path, base: str, patch: str) -> str:
+    """Apply a unified diff to commit `base` in a private index; return the new tree sha.
+
+    `--recount` repairs the hunk line counts LLMs get wrong; `--3way` falls back to a merge
+    when context drifted. Raises GitError with git's reason when it does not apply.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
+        git(repo, "read-tree", base, env=env)
+        patch_file = os.path.join(tmp, "change.patch")
+        Path(patch_file).write_text(patch if patch.endswith("\n") else patch + "\n")
+        try:
+            git(repo, "apply", "--cached", "--recount", "--whitespace=nowarn", patch_file, env=env)
+        except GitError:
+            git(repo, "apply", "--cached", "--recount", "--3way", "--whitespace=nowarn", patch_file, env=env)
+        return git(repo, "write-tree", env=env).strip()
+
+
+def merge_trees(repo: Path, a: str, b: str) -> tuple[str | None, str]:
+    """Merge commits a and b without a worktree: (tree, "") when clean, (None, conflict text) otherwise."""
+    proc = subprocess.run(["git", "-C", str(repo), "merge-tree", "--write-tree", "--name-only", a, b],
+                          capture_output=True, text=True)
+    if proc.returncode == 0:
+        return proc.stdout.split("\n", 1)[0].strip(), ""
+    if proc.returncode == 1:
+        return None, proc.stdout.split("\n", 1)[1].strip() if "\n" in proc.stdout else proc.stdout
+    raise GitError(f"git merge-tree failed: {proc.stderr.strip()}")
+
+
+# ---- worktrees ---------------------------------------------------------------------------------------
+
+def worktree_add(repo: Path, path: Path, commit: str) -> None:
+    with lock(repo, "worktree.lock"):
+        git(repo, "worktree", "add", "--detach", "--force", str(path), commit)
+
+
+def worktree_remove(repo: Path, path: Path) -> None:
+    with lock(repo, "worktree.lock"):
+        git(repo, "worktree", "remove", "--force", str(path), check=False)
+        git(repo, "worktree", "prune", check=False)
