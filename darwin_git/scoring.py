@@ -83,6 +83,8 @@ def causality_probe(runner: Runner, tokens: np.ndarray, t: int, rng: np.random.G
     half = t // 2
     changed[:, half:] = rng.integers(0, runner.vocab_size, size=changed[:, half:].shape)
     a, b = runner.logits(x)[:, :half], runner.logits(changed)[:, :half]
+    if not (np.isfinite(a).all() and np.isfinite(b).all()):
+        raise ScoreError("model produced non-finite logits on held-out text")
     gap = float(np.abs(a - b).max())
     if not math.isfinite(gap) or gap > 1e-2 * (1.0 + float(np.abs(a).max())):
         raise ScoreError(f"causality probe failed: changing future tokens moved past logits by {gap:.3g}")

@@ -73,7 +73,7 @@ cfg = GPTConfig(
     n_head=n_head, n_embd=n_embd, dropout=dropout,
 )
 model = GPT(cfg).to(device)
-# Weight decay on matrices only; norms, biases and embeddings' 1-d params are left alone.
+# Weight decay on matrices (linears and embeddings) only; norm gains and biases are left alone.
 decay = [p for p in model.parameters() if p.dim() >= 2]
 no_decay = [p for p in model.parameters() if p.dim() < 2]
 optimizer = torch.optim.AdamW(

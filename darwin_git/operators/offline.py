@@ -1,0 +1,493 @@
+"""The built-in, network-free mutator: a catalogue of known training-code changes.
+
+Each recipe edits the parent's source text directly, anchored on the exact lines it
+changes, and declines (returns None) when those lines are gone: already applied, or
+rewritten by an earlier mutation. `OfflineMutator` picks an applicable recipe with the
+caller's rng and turns the edit into a unified diff.
+"""
+from __future__ import annotations
+
+import ast
+import difflib
+import math
+import random
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from . import Proposal
+
+STRUCTURAL_SHARE = 0.6  # chance that a named recipe is tried before a random knob perturbation
+
+Files = dict[str, str]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """A concrete edit: the files it rewrites (path -> new text) and why."""
+
+    title: str
+    reasoning: str
+    files: Files
+
+
+# ---- text helpers -------------------------------------------------------------------------
+
+
+def _replace(text: str, *pairs: tuple[str, str]) -> str | None:
+    """Apply each (old, new) replacement once; None if any `old` is missing or ambiguous."""
+    for old, new in pairs:
+        if text.count(old) != 1:
+            return None
+        text = text.replace(old, new)
+    return text
+
+
+def _drop_unused_math_import(text: str) -> str:
+    """Remove `import math` from a model.py that no longer uses it."""
+    if "math." in text:
+        return text
+    return text.replace("import math\n", "", 1)
+
+
+_KNOB = r"^{name} = (?P<value>[^#\n]*?)(?P<comment>[ \t]*#.*)?$"
+
+
+def _knob(text: str, name: str) -> object | None:
+    """The literal value of a top-level `name = value` line, or None if absent or not a literal."""
+    m = re.search(_KNOB.format(name=re.escape(name)), text, re.M)
+    if not m:
+        return None
+    try:
+        return ast.literal_eval(m["value"])
+    except (ValueError, SyntaxError):
+        return None
+
+
+def _set_knobs(text: str, values: dict[str, int | float | str]) -> str | None:
+    """Rewrite `name = value` lines, keeping trailing comments; None if a knob is missing."""
+    for name, value in values.items():
+        pattern = re.compile(_KNOB.format(name=re.escape(name)), re.M)
+        if not pattern.search(text):
+            return None
+        line = f"{name} = {_literal(value)}"
+        text = pattern.sub(lambda m: line + (m["comment"] or ""), text, count=1)
+    return text
+
+
+def _literal(value: int | float | str) -> str:
+    """Python source for a knob value: ints as-is, floats to 4 significant digits, strings quoted."""
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, int):
+        return str(value)
+    return repr(float(f"{value:.4g}"))
+
+
+def _num(text: str, name: str) -> int | float | None:
+    """A knob's value if it is a plain (non-bool) number."""
+    value = _knob(text, name)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return value
+
+
+def _edit_knobs(files: Files, values: dict[str, int | float | str]) -> Files | None:
+    text = files.get("train.py")
+    new = _set_knobs(text, values) if text is not None else None
+    return {"train.py": new} if new is not None and new != text else None
+
+
+def _round_width(width: float, n_head: int) -> int:
+    """Nearest width whose heads have an even size (RoPE rotates channel pairs)."""
+    step = 2 * n_head
+    return max(step, step * round(width / step))
+
+
+# ---- model.py recipes ---------------------------------------------------------------------
+
+RMSNORM_CLASS = '''class RMSNorm(nn.Module):
+    """Scale-only normalization: no mean subtraction and no bias."""
+
+    def __init__(self, dim: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x):
+        return F.rms_norm(x, (x.size(-1),), self.weight, self.eps)
+
+
+class CausalSelfAttention(nn.Module):'''
+
+
+def rmsnorm(files: Files) -> Files | None:
+    """LayerNorm -> RMSNorm: cheaper, and the default in Llama and modded-nanogpt."""
+    text = files.get("model.py", "")
+    if "class RMSNorm" in text or "nn.LayerNorm(cfg.n_embd, bias=cfg.bias)" not in text:
+        return None
+    new = _replace(text, ("class CausalSelfAttention(nn.Module):", RMSNORM_CLASS))
+    if new is None:
+        return None
+    return {"model.py": new.replace("nn.LayerNorm(cfg.n_embd, bias=cfg.bias)", "RMSNorm(cfg.n_embd)")}
+
+
+ROTARY_FN = '''def apply_rotary(x, cos, sin):
+    """Rotate the two halves of each head's channels by position-dependent angles."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos + x2 * sin, x2 * cos - x1 * sin), dim=-1)
+
+
+class CausalSelfAttention(nn.Module):'''
+
+ROTARY_INIT = '''        self.n_head = cfg.n_head
+        head_dim = cfg.n_embd // cfg.n_head
+        assert head_dim % 2 == 0, "rotary embeddings need an even head size"
+        inv_freq = 1.0 / (10000 ** (torch.arange(0, head_dim, 2).float() / head_dim))
+        angles = torch.outer(torch.arange(cfg.block_size).float(), inv_freq)
+        self.register_buffer("rope_cos", angles.cos(), persistent=False)
+        self.register_buffer("rope_sin", angles.sin(), persistent=False)
+'''
+
+ROTARY_APPLY = '''        cos, sin = self.rope_cos[:T].to(q.dtype), self.rope_sin[:T].to(q.dtype)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        y = F.scaled_dot_product_attention('''
+
+
+def rope(files: Files) -> Files | None:
+    """Learned absolute positions -> rotary embeddings on q and k (relative positions)."""
+    text = files.get("model.py", "")
+    if "apply_rotary" in text:
+        return None
+    new = _replace(
+        text,
+        ("class CausalSelfAttention(nn.Module):", ROTARY_FN),
+        ("        self.n_head = cfg.n_head\n", ROTARY_INIT),
+        ("        y = F.scaled_dot_product_attention(", ROTARY_APPLY),
+        ("        self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)\n", ""),
+        ("        pos = torch.arange(T, device=idx.device)\n", ""),
+        ("self.tok_emb(idx) + self.pos_emb(pos)", "self.tok_emb(idx)"),
+    )
+    if new is None:
+        return None
+    return {"model.py": new.replace("token + position embeddings", "token embeddings, rotary positions", 1)}
+
+
+def relu_squared(files: Files) -> Files | None:
+    """GELU -> ReLU^2 in the MLP, as in Primer and modded-nanogpt."""
+    new = _replace(files.get("model.py", ""), ("F.gelu(self.fc(x))", "F.relu(self.fc(x)).square()"))
+    return {"model.py": new} if new is not None else None
+
+
+def swiglu(files: Files) -> Files | None:
+    """GELU MLP -> SwiGLU with hidden 8/3 * n_embd, so the parameter count stays about the same."""
+    new = _replace(
+        files.get("model.py", ""),
+        ("        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)\n"
+         "        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)\n",
+         "        hidden = int(8 / 3 * cfg.n_embd)\n"
+         "        self.fc = nn.Linear(cfg.n_embd, 2 * hidden, bias=cfg.bias)  # gate and up, fused\n"
+         "        self.proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)\n"),
+        ("        return self.drop(self.proj(F.gelu(self.fc(x))))\n",
+         "        gate, up = self.fc(x).chunk(2, dim=-1)\n"
+         "        return self.drop(self.proj(F.silu(gate) * up))\n"),
+    )
+    return {"model.py": new} if new is not None else None
+
+
+def qk_norm(files: Files) -> Files | None:
+    """RMS-normalize q and k per head before attention, bounding the attention logits."""
+    text = files.get("model.py", "")
+    if "F.rms_norm(q" in text:
+        return None
+    new = _replace(text, (
+        "        y = F.scaled_dot_product_attention(",
+        "        q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))  # QK-norm\n"
+        "        y = F.scaled_dot_product_attention(",
+    ))
+    return {"model.py": new} if new is not None else None
+
+
+def untie_head(files: Files) -> Files | None:
+    """Give the output head its own weights instead of sharing the token embedding."""
+    text = files.get("model.py", "")
+    new = re.sub(r"^[ \t]*self\.head\.weight = self\.tok_emb\.weight.*\n", "", text, count=1, flags=re.M)
+    if new == text:
+        return None
+    return {"model.py": new.replace("blocks, tied head.", "blocks, untied head.", 1)}
+
+
+def zero_init_proj(files: Files) -> Files | None:
+    """Start attention and MLP output projections at zero: every block begins as the identity."""
+    new = _replace(
+        files.get("model.py", ""),
+        ("nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))", "nn.init.zeros_(p)"),
+    )
+    if new is None:
+        return None
+    new = new.replace(
+        "# Residual projections scaled down so the residual stream does not grow with depth.",
+        "# Residual projections start at zero, so each block starts as the identity.", 1)
+    return {"model.py": _drop_unused_math_import(new)}
+
+
+# ---- train.py recipes ---------------------------------------------------------------------
+
+
+def lr_linear(files: Files) -> Files | None:
+    """Cosine (or constant) -> linear decay after warmup."""
+    text = files.get("train.py", "")
+    if 'lr_schedule == "linear"' not in text or _knob(text, "lr_schedule") in (None, "linear"):
+        return None
+    return _edit_knobs(files, {"lr_schedule": "linear"})
+
+
+def min_lr_zero(files: Files) -> Files | None:
+    """Decay the learning rate all the way to zero instead of to a floor."""
+    ratio = _num(files.get("train.py", ""), "min_lr_ratio")
+    return _edit_knobs(files, {"min_lr_ratio": 0.0}) if ratio else None
+
+
+def shorter_warmup(files: Files) -> Files | None:
+    """Halve the warmup, giving more of a short budget to full-rate steps."""
+    warmup = _num(files.get("train.py", ""), "warmup_steps")
+    if not isinstance(warmup, int) or warmup < 2:
+        return None
+    return _edit_knobs(files, {"warmup_steps": warmup // 2})
+
+
+def adam_beta2(files: Files) -> Files | None:
+    """beta2 0.95 -> 0.99: a longer second-moment average for noisy small-batch gradients."""
+    beta2 = _num(files.get("train.py", ""), "beta2")
+    if beta2 is None or beta2 >= 0.99:
+        return None
+    return _edit_knobs(files, {"beta2": 0.99})
+
+
+def _scale_batch(files: Files, factor: float) -> Files | None:
+    text = files.get("train.py", "")
+    batch, lr = _num(text, "batch_size"), _num(text, "learning_rate")
+    if not isinstance(batch, int) or lr is None:
+        return None
+    new_batch = max(1, round(batch * factor))
+    if new_batch == batch:
+        return None
+    return _edit_knobs(files, {"batch_size": new_batch, "learning_rate": lr * math.sqrt(new_batch / batch)})
+
+
+def double_batch(files: Files) -> Files | None:
+    """Twice the batch, learning rate x sqrt(2): fewer, less noisy steps."""
+    return _scale_batch(files, 2.0)
+
+
+def halve_batch(files: Files) -> Files | None:
+    """Half the batch, learning rate / sqrt(2): more, noisier steps."""
+    return _scale_batch(files, 0.5)
+
+
+def _reshape(files: Files, layer_delta: int) -> Files | None:
+    """Change depth by `layer_delta` and rescale width so n_layer * n_embd^2 stays about constant."""
+    text = files.get("train.py", "")
+    n_layer, n_head, n_embd = (_num(text, k) for k in ("n_layer", "n_head", "n_embd"))
+    if not all(isinstance(v, int) for v in (n_layer, n_head, n_embd)) or n_layer + layer_delta < 1:
+        return None
+    new_layer = n_layer + layer_delta
+    new_embd = _round_width(n_embd * math.sqrt(n_layer / new_layer), n_head)
+    if new_embd == n_embd:
+        return None
+    return _edit_knobs(files, {"n_layer": new_layer, "n_embd": new_embd})
+
+
+def deeper_narrower(files: Files) -> Files | None:
+    """One more layer, narrower, at about the same parameter count."""
+    return _reshape(files, +1)
+
+
+def wider_shallower(files: Files) -> Files | None:
+    """One fewer layer, wider, at about the same parameter count."""
+    return _reshape(files, -1)
+
+
+# ---- the catalogue ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A named, fixed change with the reasoning that goes into its commit message."""
+
+    name: str
+    title: str
+    reasoning: str
+    edit: Callable[[Files], Files | None]
+
+    def apply(self, files: Files, rng: random.Random) -> Mutation | None:
+        changed = self.edit(files)
+        return Mutation(self.title, self.reasoning, changed) if changed else None
+
+
+CATALOGUE: list[Recipe] = [
+    Recipe("rmsnorm", "Replace LayerNorm with RMSNorm", (
+        "Swap every LayerNorm for an RMSNorm (scale only, no mean subtraction, no bias). "
+        "RMSNorm is the norm of Llama and of the modded-nanogpt speedruns; it matches or slightly "
+        "beats LayerNorm at equal steps and is a little cheaper, so expect test bpb unchanged to "
+        "slightly lower, with a small throughput gain on time budgets."), rmsnorm),
+    Recipe("rope", "Use rotary position embeddings instead of learned positions", (
+        "Remove the learned position embedding and rotate q and k by position-dependent angles "
+        "(RoPE, base 10000) in every attention layer. Attention then sees relative offsets, which "
+        "generalize across the window and cost no parameters; in nanoGPT-scale experiments and the "
+        "modded-nanogpt speedrun RoPE lowers loss at equal steps, so expect a small bpb drop."), rope),
+    Recipe("relu2", "Use ReLU^2 as the MLP activation", (
+        "Replace GELU in the MLP with squared ReLU. Primer (So et al. 2021) found ReLU^2 a consistent "
+        "win for language-model MLPs and modded-nanogpt adopted it; expect a small bpb improvement "
+        "at the same parameter count and speed."), relu_squared),
+    Recipe("swiglu", "Use a SwiGLU MLP", (
+        "Replace the 4x GELU MLP with a gated SwiGLU MLP whose hidden size is 8/3 * n_embd, keeping "
+        "the parameter count about the same. Gated linear units (Shazeer 2020, used by Llama) reach "
+        "lower loss than GELU MLPs at equal parameters; expect a small bpb drop, at a slight cost in "
+        "speed from the extra elementwise work."), swiglu),
+    Recipe("qk_norm", "Normalize queries and keys before attention", (
+        "RMS-normalize q and k per head before the dot product (QK-norm). It bounds attention "
+        "logits, which stabilizes training at high learning rates; modded-nanogpt and OLMo-2 use it. "
+        "Expect bpb about equal or slightly better, and more headroom for a higher learning rate."),
+        qk_norm),
+    Recipe("untie_head", "Untie the output head from the token embedding", (
+        "Give the output head its own weight matrix instead of reusing the token embedding. "
+        "Input and output roles of a token want different vectors and modded-nanogpt unties them; "
+        "with a small character vocabulary this adds few parameters, so expect a small bpb drop. "
+        "With a large vocabulary it adds vocab * n_embd parameters and costs throughput."), untie_head),
+    Recipe("zero_init_proj", "Zero-initialize the residual output projections", (
+        "Initialize the attention and MLP output projections to zero, so every block starts as "
+        "the identity and the network grows its residual contributions from there. modded-nanogpt "
+        "uses this; it usually speeds up early training slightly, so expect a small bpb gain on "
+        "short budgets."), zero_init_proj),
+    Recipe("lr_linear", "Decay the learning rate linearly after warmup", (
+        "Switch the post-warmup schedule to linear decay towards the floor. Linear decay spends "
+        "more of the run at moderate learning rates than cosine and recent comparisons "
+        "(e.g. 'Straight to Zero', Bergsma et al. 2025) find it matches or beats cosine; expect a "
+        "small bpb change, probably downwards."), lr_linear),
+    Recipe("min_lr_zero", "Decay the learning rate to zero", (
+        "Set min_lr_ratio to 0 so the schedule anneals all the way to zero. The last low-rate steps "
+        "average out gradient noise, and decaying to zero beat decaying to 10% in Bergsma et al. "
+        "2025; expect a small bpb drop, most visible on short budgets."), min_lr_zero),
+    Recipe("shorter_warmup", "Halve the learning-rate warmup", (
+        "Halve warmup_steps. Small pre-norm models with AdamW tolerate short warmups, and on a fixed "
+        "budget every warmup step runs below the peak rate; expect a slight bpb gain, with a small "
+        "risk of an early loss spike."), shorter_warmup),
+    Recipe("adam_beta2", "Raise AdamW beta2 to 0.99", (
+        "Increase beta2 from its current value to 0.99. With about a thousand tokens per step the "
+        "gradients are noisy, and a longer second-moment average gives steadier step sizes; "
+        "nanoGPT's small character-level config uses 0.99 for this reason. Expect a small bpb gain, "
+        "or none if the budget is very short."), adam_beta2),
+    Recipe("double_batch", "Double the batch size, scale the learning rate by sqrt(2)", (
+        "Double batch_size and multiply learning_rate by sqrt(2), the square-root scaling rule for "
+        "Adam (Malladi et al. 2022). Each step sees twice the tokens with less gradient noise; on a "
+        "token budget that means half the steps, on a time budget better hardware use. Expect "
+        "bpb to improve if the current batch is below the critical batch size, else to worsen slightly."),
+        double_batch),
+    Recipe("halve_batch", "Halve the batch size, divide the learning rate by sqrt(2)", (
+        "Halve batch_size and divide learning_rate by sqrt(2) (square-root scaling for Adam). On a "
+        "fixed token budget this doubles the number of optimizer steps; small models early in "
+        "training often gain more from extra steps than from cleaner gradients. Expect a bpb drop "
+        "if the batch was above the critical batch size, else a small loss."), halve_batch),
+    Recipe("deeper_narrower", "Add a layer and narrow the model at equal parameters", (
+        "Add one transformer layer and shrink n_embd so n_layer * n_embd^2 stays about constant "
+        "(head size kept even). At a fixed parameter count, depth tends to help language modelling "
+        "until layers get very thin (Kaplan et al. 2020 find shape matters little near the optimum); "
+        "expect a small bpb change either way, and slightly lower throughput."), deeper_narrower),
+    Recipe("wider_shallower", "Remove a layer and widen the model at equal parameters", (
+        "Remove one transformer layer and widen n_embd so n_layer * n_embd^2 stays about constant. "
+        "Wider, shallower models run faster per parameter on parallel hardware, so on a time budget "
+        "they see more tokens; expect a small bpb change either way."), wider_shallower),
+]
+
+
+class Perturbation:
+    """Scale one numeric knob at the top of train.py by a random factor in [0.5, 2] (log-uniform)."""
+
+    name = "perturb"
+    SKIP = {"val_batches"}  # only affects the self-reported val loss, never the trained model
+
+    def apply(self, files: Files, rng: random.Random) -> Mutation | None:
+        text = files.get("train.py")
+        if text is None or "\n# ---- harness contract" not in text:
+            return None
+        head = text.split("\n# ---- harness contract", 1)[0]
+        names = [n for n in re.findall(r"^(\w+) = ", head, re.M) if n not in self.SKIP]
+        rng.shuffle(names)
+        for name in names:
+            old = _num(head, name)
+            if not old:
+                continue
+            factor = math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
+            new = self._scaled(head, name, old, factor)
+            if new is None or new == old:
+                continue
+            edited = _edit_knobs(files, {name: new})
+            if edited:
+                return Mutation(
+                    f"Set {name} to {_literal(new)} (was {_literal(old)})",
+                    f"Perturb the knob {name}: {_literal(old)} -> {_literal(new)} (factor {factor:.2f}"
+                    f"{' on 1 - ' + name if name.startswith('beta') else ''}). This is a random local "
+                    "step in hyperparameter space rather than a known recipe, so the expected bpb "
+                    "change is small and of unknown sign; selection keeps it only if test bpb improves.",
+                    edited)
+        return None
+
+    @staticmethod
+    def _scaled(head: str, name: str, old: int | float, factor: float) -> int | float | None:
+        """The perturbed value, kept valid: betas move in 1 - beta, widths keep even head sizes."""
+        if name.startswith("beta"):
+            beta = float(_literal(1.0 - (1.0 - old) * factor))
+            return beta if 0 < old < 1 and beta < 1 else None
+        if isinstance(old, float):
+            return float(_literal(min(old * factor, 0.95) if old < 1 else old * factor))
+        n_head, n_embd = _num(head, "n_head"), _num(head, "n_embd")
+        if name == "n_embd" and isinstance(n_head, int):
+            return _round_width(old * factor, n_head)
+        if name == "n_head" and isinstance(n_embd, int):
+            heads = [h for h in range(1, n_embd + 1) if n_embd % (2 * h) == 0]
+            return min(heads, key=lambda h: abs(math.log(h / (old * factor))))
+        return max(1, round(old * factor))
+
+
+PERTURBATION = Perturbation()
+RECIPES: list[Recipe | Perturbation] = [*CATALOGUE, PERTURBATION]
+
+
+# ---- the operator -------------------------------------------------------------------------
+
+
+def unified_diff(old_files: Files, new_files: Files) -> str:
+    """A git-style unified diff of every file that changed (new texts end with a newline)."""
+    chunks = []
+    for path in sorted(new_files):
+        old, new = old_files.get(path, ""), new_files[path]
+        if not new.endswith("\n"):
+            new += "\n"
+        lines = difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
+                                     fromfile=f"a/{path}", tofile=f"b/{path}")
+        body = "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
+                       for line in lines)
+        if body:
+            chunks.append(f"diff --git a/{path} b/{path}\n{body}")
+    return "".join(chunks)
+
+
+class OfflineMutator:
+    """Proposes one catalogue recipe or knob perturbation, chosen with the caller's rng."""
+
+    def propose(self, files: Files, memory: str, inspiration: list[str],
+                rng: random.Random) -> Proposal | None:
+        named = list(CATALOGUE)
+        rng.shuffle(named)
+        named.sort(key=lambda r: r.title in memory)  # recipes already tried go last
+        order = [*named, PERTURBATION] if rng.random() < STRUCTURAL_SHARE else [PERTURBATION, *named]
+        for recipe in order:
+            mutation = recipe.apply(files, rng)
+            if mutation is None:
+                continue
+            patch = unified_diff(files, mutation.files)
+            if patch:
+                return Proposal(title=mutation.title, reasoning=mutation.reasoning, patch=patch,
+                                operator=f"offline:{recipe.name}")
+        return None

@@ -1,0 +1,172 @@
+"""The evaluator against real genomes: good, broken, hanging, greedy, diverging and cheating ones."""
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import darwin_git
+from darwin_git import sandbox
+from darwin_git.cli import main
+from darwin_git.evaluator import evaluate, parse_budget
+from darwin_git.errors import DarwinError
+
+from .conftest import commit_edit, git, quick
+
+IMPORTS = "from model import GPT, GPTConfig\n"
+
+
+def test_normal_run_scores_below_unigram_entropy_and_is_deterministic(genome_repo, settings, corpus):
+    first = evaluate(genome_repo, "HEAD", settings, corpus)
+    assert first.status == "ok", first.error
+    assert first.stage == "done"
+    assert first.test_bpb < corpus.meta["unigram_bits_per_byte"] - 0.5
+    assert first.val_bpb > 0 and first.params > 0 and first.tokens_per_s > 0 and first.mfu > 0
+    assert first.reported["steps"] == 40
+    assert first.sandbox == ("bwrap" if sandbox.bwrap_works() else "none")
+    again = evaluate(genome_repo, "HEAD", settings, corpus)
+    assert again.test_bpb == first.test_bpb  # same seed, step budget, CPU: bit-identical
+    other_seed = evaluate(genome_repo, "HEAD", quick(settings, seed=7), corpus)
+    assert other_seed.test_bpb != first.test_bpb
+    assert git(genome_repo, "worktree", "list").count("\n") == 1  # evaluation worktrees are gone
+
+
+def test_genome_that_raises_fails_fast_at_smoke(genome_repo, settings, corpus):
+    commit_edit(genome_repo, "train.py", IMPORTS, IMPORTS + "raise RuntimeError('boom from genome')\n")
+    rec = evaluate(genome_repo, "HEAD", settings, corpus)
+    assert (rec.status, rec.stage) == ("crashed", "smoke")
+    assert "boom from genome" in rec.error and "exit code 1" in rec.error
+    assert rec.eval_s < 30
+
+
+def test_syntax_error_fails_at_check(genome_repo, settings, corpus):
+    commit_edit(genome_repo, "model.py", "import math\n", "import math\ndef broken(:\n")
+    rec = evaluate(genome_repo, "HEAD", settings, corpus)
+    assert (rec.status, rec.stage) == ("crashed", "check")
+    assert "SyntaxError" in rec.error
+
+
+def test_sleeper_is_killed_with_its_children(genome_repo, settings, corpus):
+    code = "import subprocess, time\nsubprocess.Popen(['sleep', '987'])\ntime.sleep(600)\n"
+    commit_edit(genome_repo, "train.py", IMPORTS, IMPORTS + code)
+    rec = evaluate(genome_repo, "HEAD", quick(settings, smoke_timeout_s=4), corpus)
+    assert (rec.status, rec.stage) == ("timeout", "smoke")
+    assert rec.eval_s < 30
+    orphans = subprocess.run(["pgrep", "-f", "sleep 987"], capture_output=True, text=True).stdout
+    assert orphans == ""
+
+
+def test_memory_hog_is_stopped(genome_repo, settings, corpus):
+    code = "hog = []\nfor _ in range(80):\n    hog.append(bytearray(b'x' * 100_000_000))\n"
+    commit_edit(genome_repo, "train.py", IMPORTS, IMPORTS + code)
+    rec = evaluate(genome_repo, "HEAD", quick(settings, memory_mb=1500), corpus)
+    assert (rec.status, rec.stage) == ("oom", "smoke")
+    assert "1500 MB" in rec.error
+
+
+def test_nan_training_loss_is_diverged(genome_repo, settings, corpus):
+    commit_edit(genome_repo, "train.py", "learning_rate = 2e-3", "learning_rate = float('nan')")
+    rec = evaluate(genome_repo, "HEAD", settings, corpus)
+    assert rec.status == "diverged" and rec.stage == "smoke"
+
+
+def test_nan_logits_at_scoring_are_caught_by_the_harness(genome_repo, settings, corpus):
+    commit_edit(genome_repo, "model.py", "        logits = self.head(self.ln_f(x))\n",
+                "        logits = self.head(self.ln_f(x))\n"
+                "        if not self.training:\n            logits = logits * float('nan')\n")
+    rec = evaluate(genome_repo, "HEAD", settings, corpus)
+    assert (rec.status, rec.stage) == ("diverged", "score")
+    assert rec.test_bpb is None
+
+
+def test_model_that_peeks_at_future_tokens_is_invalid(genome_repo, settings, corpus):
+    commit_edit(genome_repo, "model.py", "self.tok_emb(idx)", "self.tok_emb(idx.roll(-1, dims=1))")
+    rec = evaluate(genome_repo, "HEAD", settings, corpus)
+    assert (rec.status, rec.stage) == ("invalid-output", "score")
+    assert "causality" in rec.error
+
+
+def test_cheater_cannot_read_test_split_write_outside_or_fake_its_score(genome_repo, settings, corpus, cache):
+    package = Path(darwin_git.__file__).parent
+    targets = [cache / "evil.txt", genome_repo / ".git" / "evil.txt", package / "evil.py"]
+    cheat = (
+        "import glob\n"
+        f"found = glob.glob({str(cache)!r} + '/**/test.bin', recursive=True)\n"
+        "wrote = []\n"
+        f"for target in {[str(t) for t in targets]!r}:\n"
+        "    try:\n"
+        "        open(target, 'w').write('pwned')\n"
+        "        wrote.append(target)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "print('test_bpb: 0.0001')\n"
+    )
+    commit_edit(genome_repo, "train.py", IMPORTS, IMPORTS + cheat)
+    commit_edit(genome_repo, "train.py", "metrics = {\n",
+                "metrics = {\n    'test_bpb': 0.0001, 'val_bpb': 0.0001, 'found': found, 'wrote': wrote,\n")
+    rec = evaluate(genome_repo, "HEAD", settings, corpus)
+    assert rec.status == "ok", rec.error
+    assert rec.reported["test_bpb"] == 0.0001  # kept as reported...
+    assert rec.test_bpb > 1.0  # ...but the fitness is the harness's own number
+    if rec.sandbox == "bwrap":
+        assert rec.reported["found"] == []
+        assert rec.reported["wrote"] == []
+        assert not any(t.exists() for t in targets)
+    else:
+        pytest.skip("bubblewrap unavailable: reads and writes are not confined (recorded as sandbox: none)")
+
+
+def test_environment_has_no_secrets(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    monkeypatch.setenv("MY_SERVICE_TOKEN", "t")
+    monkeypatch.setenv("DB_PASSWORD", "p")
+    env = sandbox.clean_env({"DARWIN_SEED": "1"})
+    assert not {"OPENAI_API_KEY", "MY_SERVICE_TOKEN", "DB_PASSWORD"} & set(env)
+    assert env["DARWIN_SEED"] == "1" and "PATH" in env
+
+
+def test_budget_parsing():
+    assert parse_budget("60s") == ("s", 60.0)
+    assert parse_budget("300steps") == ("steps", 300.0)
+    assert parse_budget("100000tokens") == ("tokens", 100000.0)
+    for bad in ("60", "60x", "-5s", "0steps", ""):
+        with pytest.raises(DarwinError):
+            parse_budget(bad)
+
+
+def test_cli_eval_writes_a_note_plain_git_can_read(genome_repo, corpus_file):
+    result = CliRunner().invoke(main, ["eval", "HEAD", "-C", str(genome_repo), "--budget", "20steps",
+                                       "--data", str(corpus_file), "--note", "--json"])
+    assert result.exit_code == 0, result.output
+    record = json.loads(result.output)
+    assert record["status"] == "ok"
+    note = json.loads(git(genome_repo, "notes", "--ref", "refs/notes/darwin/fitness", "show", "HEAD"))
+    assert note["fitness"] == record["test_bpb"] and note["runs"][0]["commit"] == record["commit"]
+
+
+@pytest.mark.parametrize("args, words", [
+    (["eval", "no-such-rev"], "unknown revision"),
+    (["eval", "HEAD", "--budget", "60x"], "budget"),
+    (["eval", "HEAD", "--data", "/nonexistent/corpus.txt"], "not found"),
+])
+def test_cli_bad_input_is_one_line(genome_repo, args, words):
+    result = CliRunner().invoke(main, args + ["-C", str(genome_repo)])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and words in lines[0], result.output
+
+
+def test_cli_not_a_genome_and_not_a_repo(tmp_path):
+    repo = tmp_path / "plain"
+    repo.mkdir()
+    git(repo, "init", "-q")
+    (repo / "README").write_text("hi\n")
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "plain")
+    result = CliRunner().invoke(main, ["eval", "HEAD", "-C", str(repo)])
+    assert result.exit_code == 1 and "is not a genome" in result.output
+    result = CliRunner().invoke(main, ["eval", "HEAD", "-C", str(tmp_path)])
+    assert result.exit_code == 1 and "not inside a git repository" in result.output
