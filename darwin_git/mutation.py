@@ -1,0 +1,149 @@
+"""Turn a proposal into a child commit, or a recorded failure: validate, apply, commit, annotate.
+
+A proposal is untrusted text. It must parse as a unified diff (unidiff), touch only the
+genome's editable surface, apply with `git apply --recount` (3-way as fallback), change the
+tree, and apply in full (diff-tree counts must match the patch). Then the child is a commit
+with the reasoning as body and Darwin-* trailers, plus a JSON note under the mutation ref.
+Crossover is a `git merge-tree` of two parents, committed with both as parents.
+"""
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from unidiff import PatchSet
+from unidiff.errors import UnidiffParseError
+
+from . import git
+from .config import CONFIG, Config
+from .operators import Proposal
+from .population import LIVE
+
+OWNED_PREFIXES = (".git", "hooks/")
+
+
+class Rejected(Exception):
+    """A proposal that cannot become a commit; the message is the recorded reason."""
+
+
+@dataclass
+class Child:
+    name: str  # branch short name: darwin/<name>
+    sha: str
+    parents: list[str]
+    operator: str
+    title: str
+
+
+def owned(path: str) -> bool:
+    """True for files the evaluator owns: no mutation may touch them."""
+    return path == CONFIG or path.startswith(OWNED_PREFIXES) or "/.git" in path
+
+
+def _strip(path: str) -> str:
+    return path[2:] if path.startswith(("a/", "b/")) else path
+
+
+def validate(patch: str) -> PatchSet:
+    """Parse the diff and check its paths; raise Rejected with the reason."""
+    if not patch.strip():
+        raise Rejected("empty patch")
+    try:
+        patchset = PatchSet(patch)
+    except UnidiffParseError as e:
+        raise Rejected(f"malformed patch: {e}") from None
+    if not len(patchset):
+        raise Rejected("malformed patch: no file headers (--- a/FILE / +++ b/FILE) found")
+    for f in patchset:
+        for path in {_strip(f.source_file), _strip(f.target_file)} - {"/dev/null", "dev/null"}:
+            if path.startswith("/") or ".." in path.split("/"):
+                raise Rejected(f"patch touches {path!r}, outside the genome")
+            if owned(path):
+                raise Rejected(f"patch touches {path!r}, which the evaluator owns")
+    return patchset
+
+
+def apply(repo: Path, parent: str, patch: str) -> str:
+    """Validated, fully applied tree for `patch` on `parent`; Rejected otherwise."""
+    patchset = validate(patch)
+    try:
+        tree = git.apply_to_tree(repo, parent, patch)
+    except git.GitError as e:
+        raise Rejected(f"patch does not apply: {e}") from None
+    if tree == git.tree_of(repo, parent):
+        raise Rejected("no-op patch: the tree is unchanged")
+    numstat = git.git(repo, "diff-tree", "-r", "--numstat", git.tree_of(repo, parent), tree)
+    applied = {}
+    for line in numstat.splitlines():
+        added, removed, path = line.split("\t", 2)
+        applied[path] = (int(added), int(removed)) if added != "-" else (0, 0)
+    for f in patchset:
+        path = _strip(f.target_file if f.target_file not in ("/dev/null",) else f.source_file)
+        want, got = (f.added, f.removed), applied.get(path)
+        if got is None or (got != want and sum(got) < sum(want)):
+            raise Rejected(f"patch applied only in part to {path}: expected +{want[0]}/-{want[1]}, got {got}")
+        if path.endswith(".py") and not f.is_removed_file:
+            source = git.git(repo, "cat-file", "blob", f"{tree}:{path}")
+            try:
+                ast.parse(source)
+            except SyntaxError as e:
+                raise Rejected(f"patched {path} is not valid Python: {e.msg} at line {e.lineno}") from None
+    return tree
+
+
+def message(title: str, reasoning: str, trailers: dict[str, str]) -> str:
+    lines = "\n".join(f"{k}: {v}" for k, v in trailers.items() if v)
+    return f"{title.strip().splitlines()[0][:72]}\n\n{reasoning.strip()}\n\n{lines}\n"
+
+
+def commit_child(repo: Path, cfg: Config, name: str, tree: str, parents: list[str], title: str,
+                 reasoning: str, trailers: dict[str, str], note: dict) -> Child:
+    """Write the commit and its mutation note, then create the branch (create-only: no duplicates)."""
+    sha = git.commit_tree(repo, tree, parents, message(title, reasoning, trailers))
+    git.note_set_json(repo, cfg.notes.mutation, sha, note)
+    git.update_ref(repo, LIVE + name, sha, old="", message=f"darwin-git: {trailers.get('Darwin-Operator')}")
+    return Child(name, sha, parents, trailers.get("Darwin-Operator", ""), title)
+
+
+def mutation_note(proposal: Proposal, generation: int, author: str, target: str) -> dict:
+    return {
+        "operator": proposal.operator, "model": proposal.model, "prompt_sha256": proposal.prompt_digest,
+        "reasoning": proposal.reasoning, "title": proposal.title, "usage": proposal.usage,
+        "cost_usd": proposal.usage.get("cost_usd", 0.0), "generation": generation,
+        "author": author, "target": target, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+
+
+def record_failure(repo: Path, cfg: Config, parent: str, generation: int, slot: int, reason: str,
+                   operator: str, patch: str = "", title: str = "") -> None:
+    """Failures are kept, not dropped: a JSON line on the parent under the failures notes ref."""
+    git.note_append_jsonl(repo, cfg.notes.failures, parent, {
+        "generation": generation, "slot": slot, "reason": reason, "operator": operator, "title": title,
+        "patch": patch, "patch_sha256": hashlib.sha256(patch.encode()).hexdigest() if patch else "",
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
+
+
+def failures(repo: Path, cfg: Config) -> list[dict]:
+    """Every recorded failure, in two git calls."""
+    rows = []
+    for parent, text in git.notes_all(repo, cfg.notes.failures).items():
+        for line in text.splitlines():
+            if line.strip():
+                rows.append({**json.loads(line), "parent": parent})
+    return rows
+
+
+def merge(repo: Path, a: str, b: str) -> str:
+    """Crossover tree of commits a and b (no checkout touched); Rejected on conflict or no gain."""
+    tree, conflict = git.merge_trees(repo, a, b)
+    if tree is None:
+        files = ", ".join(line for line in conflict.splitlines()[:5] if line.strip())
+        raise Rejected(f"crossover conflict in: {files}")
+    if tree in (git.tree_of(repo, a), git.tree_of(repo, b)):
+        raise Rejected("crossover adds nothing: one parent already contains the other")
+    return tree

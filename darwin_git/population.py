@@ -1,0 +1,163 @@
+"""The population as git refs: genome branches, the archive of pruned ones, the generations log.
+
+  refs/heads/darwin/<name>      a living genome (branch = genome)
+  refs/darwin/archive/<name>    a pruned genome: off the branch list, never garbage-collected
+  refs/darwin/generations       a commit per step of every generation (plan.json, summary.json)
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import darwin_git
+
+from . import git
+from .config import CONFIG, Config
+from .errors import DarwinError
+
+LIVE = "refs/heads/darwin/"
+ARCHIVE = "refs/darwin/archive/"
+GENERATIONS = "refs/darwin/generations"
+NAMES = ("ada", "bo", "cy", "dee", "eli", "fay", "gus", "hal", "ivy", "jo", "kit", "lu", "max", "ned",
+         "oz", "pia", "quin", "ros", "sol", "tam", "uma", "vic", "wes", "xia", "yuri", "zoe")
+TRAILERS = ("Darwin-Agent", "Darwin-Parent", "Darwin-Operator", "Darwin-Generation", "Darwin-Model",
+            "Darwin-Slot")
+
+
+def _asset_dir(name: str) -> Path:
+    """genome/ and hooks/ ship inside the wheel, or sit beside the package in a source checkout."""
+    here = Path(darwin_git.__file__).resolve().parent
+    for candidate in (here / name, here.parent / name):
+        if candidate.is_dir():
+            return candidate
+    raise DarwinError(f"darwin-git is installed without its {name}/ folder; reinstall it")
+
+
+def agent_names(n: int) -> list[str]:
+    return [NAMES[i % len(NAMES)] + (str(i // len(NAMES)) if i >= len(NAMES) else "") for i in range(n)]
+
+
+def install_hooks(repo: Path) -> None:
+    hooks = git.git_dir(repo) / "hooks"
+    hooks.mkdir(exist_ok=True)
+    for hook in _asset_dir("hooks").iterdir():
+        if hook.is_file() and not hook.name.startswith(("_", ".")):
+            shutil.copy(hook, hooks / hook.name)
+            os.chmod(hooks / hook.name, 0o755)
+
+
+def init_repo(path: Path, cfg: Config) -> list[str]:
+    """Create an evolution repo at `path`: template root commit, settings, hooks, notes config, agents."""
+    if path.exists() and any(path.iterdir()):
+        if (path / CONFIG).is_file() and (path / ".git").exists():
+            raise DarwinError(f"{path} is already an evolution repo; run `darwin-git generation` in it")
+        raise DarwinError(f"{path} exists and is not empty; choose a new directory for the evolution repo")
+    path.mkdir(parents=True, exist_ok=True)
+    git.git(path, "init", "-q", "-b", "main")
+    for f in ("model.py", "train.py", "GENOME.md"):
+        shutil.copy(_asset_dir("genome") / f, path / f)
+    (path / CONFIG).write_text(cfg.to_toml())
+    for key, value in (("notes.displayRef", "refs/notes/darwin/*"), ("notes.rewriteRef", "refs/notes/darwin/*"),
+                       ("notes.rewrite.amend", "true"), ("notes.rewrite.rebase", "true"),
+                       ("gc.reflogExpireUnreachable", "never")):
+        git.git(path, "config", key, value)
+    if not git.git(path, "config", "user.email", check=False).strip():
+        git.git(path, "config", "user.name", "darwin-git")
+        git.git(path, "config", "user.email", "darwin-git@localhost")
+    install_hooks(path)
+    git.git(path, "add", "model.py", "train.py", "GENOME.md", CONFIG)
+    git.git(path, "commit", "-q", "-m", "Genome template: a compact GPT trainer (generation 0)")
+    root = git.resolve(path, "HEAD")
+    names = agent_names(cfg.evolution.population)
+    for name in names:
+        git.update_ref(path, LIVE + name, root, old="", message="darwin-git init")
+    return names
+
+
+def living(repo: Path) -> dict[str, str]:
+    """{agent branch short name: commit} for every living genome."""
+    return {ref[len(LIVE):]: sha for ref, sha in git.refs(repo, LIVE).items()}
+
+
+def archived(repo: Path) -> dict[str, str]:
+    return {ref[len(ARCHIVE):]: sha for ref, sha in git.refs(repo, ARCHIVE).items()}
+
+
+def prune(repo: Path, names: dict[str, str]) -> None:
+    """Move pruned branches to the archive in one ref transaction: all move or none do."""
+    if not names:
+        return
+    lines = ["start"]
+    for name, sha in sorted(names.items()):
+        lines += [f"create {ARCHIVE}{name} {sha}", f"delete {LIVE}{name} {sha}"]
+    git.git(repo, "update-ref", "--stdin", input="\n".join(lines + ["prepare", "commit"]) + "\n")
+
+
+@dataclass
+class CommitInfo:
+    sha: str
+    tree: str
+    parents: list[str]
+    subject: str
+    body: str
+    trailers: dict[str, str]
+
+
+def commit_info(repo: Path, shas: list[str]) -> dict[str, CommitInfo]:
+    """Subject, body and Darwin-* trailers of many commits in one `git log` call."""
+    if not shas:
+        return {}
+    fmt = "%H%x1f%T%x1f%P%x1f%s%x1f%b%x1f%(trailers:only,unfold)%x1e"
+    out = git.git(repo, "log", "--no-walk=unsorted", f"--format={fmt}", "--stdin", input="\n".join(shas) + "\n")
+    info = {}
+    for rec in out.split("\x1e"):
+        parts = rec.strip("\n").split("\x1f")
+        if len(parts) < 6:
+            continue
+        sha, tree, parents, subject, body, trailers = parts
+        pairs = dict(line.split(": ", 1) for line in trailers.splitlines() if ": " in line)
+        info[sha] = CommitInfo(sha, tree, parents.split(), subject, body.strip(), pairs)
+    return info
+
+
+def children_counts(repo: Path) -> dict[str, int]:
+    """How many offspring each commit already has (living or archived), for parent choice."""
+    counts: dict[str, int] = {}
+    out = git.git(repo, "rev-list", "--parents", f"--glob={LIVE}*", f"--glob={ARCHIVE}*")
+    for line in out.splitlines():
+        for parent in line.split()[1:]:
+            counts[parent] = counts.get(parent, 0) + 1
+    return counts
+
+
+# ---- the generations log ------------------------------------------------------------------------
+
+def generations(repo: Path) -> dict[int, dict]:
+    """{generation: {"plan": ..., "summary": ...}} read from the tip of refs/darwin/generations."""
+    if not git.exists(repo, GENERATIONS):
+        return {}
+    result: dict[int, dict] = {}
+    for path in git.list_files(repo, GENERATIONS):
+        folder, name = path.split("/", 1)
+        text = git.read_file(repo, GENERATIONS, path)
+        result.setdefault(int(folder[1:]), {})[name.removesuffix(".json")] = json.loads(text)
+    return result
+
+
+def record_generation(repo: Path, generation: int, name: str, doc: dict, message: str) -> None:
+    """Add g<NNNN>/<name>.json to the generations log: objects first, then a CAS ref move."""
+    old = git.resolve(repo, GENERATIONS) if git.exists(repo, GENERATIONS) else ""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
+        if old:
+            git.git(repo, "read-tree", old, env=env)
+        blob = git.git(repo, "hash-object", "-w", "--stdin", input=json.dumps(doc, indent=1, sort_keys=True) + "\n")
+        git.git(repo, "update-index", "--add", "--cacheinfo", f"100644,{blob.strip()},g{generation:04d}/{name}.json",
+                env=env)
+        tree = git.git(repo, "write-tree", env=env).strip()
+    commit = git.commit_tree(repo, tree, [old] if old else [], message)
+    git.update_ref(repo, GENERATIONS, commit, old=old, message=message)
