@@ -84,3 +84,159 @@ def eval_cmd(rev, budget, seed, device, data, tokenizer, memory_mb, sandbox, not
         click.echo(json.dumps(record, indent=1, sort_keys=True))
     else:
         print_record(record)
+
+
+def evolution_repo(repo_dir: str) -> tuple[Path, config_mod.Config]:
+    repo = git.toplevel(repo_dir)
+    cfg = config_mod.load(repo)
+    if cfg is None:
+        raise DarwinError(f"{repo} has no {config_mod.CONFIG}: not an evolution repo; create one with "
+                          "`darwin-git init DIR`")
+    return repo, cfg
+
+
+repo_option = click.option("-C", "repo_dir", default=".", type=click.Path(file_okay=False),
+                           help="Evolution repo to use (default: the current directory).")
+
+
+@main.command()
+@click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--population", type=click.IntRange(1, 1000), default=4, show_default=True,
+              help="Genomes kept each generation.")
+@click.option("--offspring", type=click.IntRange(1, 1000), help="Children per generation (default: population).")
+@click.option("--data", help="UTF-8 text file to train on (default: the Shakespeare corpus).")
+@click.option("--tokenizer", type=click.Choice(["char", "gpt2"]), default="char", show_default=True)
+@click.option("--budget", default="60s", show_default=True, help="Training budget: 60s, 300steps or 100000tokens.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--seed", type=int, default=1337, show_default=True)
+@one_line_errors
+def init(directory, population, offspring, data, tokenizer, budget, device, seed) -> None:
+    """Create an evolution repo in DIRECTORY: the genome template, darwin.toml, hooks, agent branches."""
+    from .population import init_repo
+
+    parse_budget(budget)
+    if data:
+        if not Path(data).is_file():
+            raise DarwinError(f"corpus file {data!r} not found; pass --data with a UTF-8 text file")
+        data = str(Path(data).resolve())
+    cfg = config_mod.Config()
+    cfg.evolution = replace(cfg.evolution, population=population, offspring=offspring or population, seed=seed)
+    cfg.evaluation = replace(cfg.evaluation, budget=budget, device=device, seed=seed,
+                             data=data or "shakespeare", tokenizer=tokenizer)
+    names = init_repo(directory, cfg)
+    console.print(f"created evolution repo [bold]{directory}[/] with {len(names)} agents: "
+                  + ", ".join(f"darwin/{n}" for n in names))
+    console.print(f"next: cd {directory} && darwin-git evolve -g 3")
+
+
+@main.command()
+@repo_option
+@one_line_errors
+def generation(repo_dir) -> None:
+    """Run one generation (or finish an interrupted one): breed, evaluate, select, prune."""
+    from .generation import Generation
+
+    repo, cfg = evolution_repo(repo_dir)
+    print_summary(Generation(repo, cfg, console).run())
+
+
+@main.command()
+@click.option("-g", "--generations", type=click.IntRange(1, 100000), default=1, show_default=True)
+@repo_option
+@one_line_errors
+def evolve(generations, repo_dir) -> None:
+    """Run K generations after the baseline (evaluated first if missing)."""
+    from .generation import Generation, last_finished
+
+    repo, cfg = evolution_repo(repo_dir)
+    target = max(last_finished(repo), 0) + generations
+    while last_finished(repo) < target:
+        print_summary(Generation(repo, cfg, console).run())
+
+
+def print_summary(summary: dict) -> None:
+    best = summary["best"]
+    console.print(f"[bold]generation {summary['generation']}[/] done in {summary['wall_s']:.0f}s: "
+                  f"best {best['name']} {best['fitness']:.4f} "
+                  f"({summary['delta_vs_baseline']:+.4f} vs baseline), {len(summary['survivors'])} survive, "
+                  f"{len(summary['pruned'])} archived, {len(summary['failures'])} failed to breed")
+
+
+@main.command()
+@click.option("--all", "show_all", is_flag=True, help="Include archived (pruned) genomes.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@repo_option
+@one_line_errors
+def status(show_all, as_json, repo_dir) -> None:
+    """Leaderboard of the population, best first."""
+    from .report import leaderboard
+
+    repo, cfg = evolution_repo(repo_dir)
+    board = leaderboard(repo, cfg, include_archive=show_all)
+    if as_json:
+        click.echo(json.dumps(board, indent=1))
+        return
+    table = Table(title=f"{board['repo']} - generation {board['generation']} - operator {board['operator']}")
+    for col in ("#", "genome", "gen", "test bpb", "MFU", "status", "parent", "change"):
+        table.add_column(col, justify="right" if col in ("#", "gen", "test bpb", "MFU") else "left",
+                         overflow="ellipsis", no_wrap=col != "change")
+    for i, row in enumerate(board["genomes"], 1):
+        bpb = "-" if row["fitness"] is None else f"{row['fitness']:.4f}" + (
+            f" ±{row['spread']:.4f}" if row["n"] > 1 else "")
+        mfu = "-" if row["mfu"] is None else f"{row['mfu']:.1%}"
+        name = row["name"] + (" [dim](archived)[/]" if row["archived"] else "")
+        table.add_row(str(i), name, str(row["generation"]), bpb, mfu, row["status"] or "unevaluated",
+                      row["parent"], row["title"])
+    console.print(table)
+    if board["lead_within_noise"]:
+        console.print("[yellow]the lead is within noise: the top two differ by less than twice their seed spread[/]")
+
+
+@main.command()
+@click.argument("genome")
+@repo_option
+@one_line_errors
+def show(genome, repo_dir) -> None:
+    """A genome's change vs its parent, its reasoning and its fitness runs."""
+    from rich.syntax import Syntax
+
+    from .report import describe
+
+    repo, cfg = evolution_repo(repo_dir)
+    d = describe(repo, cfg, genome)
+    console.print(f"[bold]{d['name']}[/] {d['sha']}  {d['title']}")
+    for k, v in d["trailers"].items():
+        console.print(f"  [dim]{k}:[/] {v}")
+    if d["body"]:
+        console.print("\n" + d["body"] + "\n")
+    f = d["fitness"]
+    if f:
+        console.print(f"fitness {f['fitness']} (spread {f['spread']}, {f['n']} runs, status {f['status']})")
+        for run in f["runs"]:
+            console.print(f"  seed {run['seed']}: {run['status']} stage={run['stage']} test_bpb={run['test_bpb']} "
+                          f"tokens/s={run['tokens_per_s'] and round(run['tokens_per_s'])} {run['error'][:200]}")
+    else:
+        console.print("not evaluated yet")
+    for fail in d["failures"]:
+        console.print(f"[red]failed offspring[/] g{fail['generation']} slot {fail['slot']}: {fail['reason']}")
+    if d["diff"]:
+        console.print(Syntax(d["diff"], "diff", theme="ansi_dark", background_color="default"))
+
+
+@main.command()
+@click.argument("genome")
+@repo_option
+@one_line_errors
+def lineage(genome, repo_dir) -> None:
+    """Ancestry of a genome back to the template, with fitness deltas."""
+    from .report import ancestry
+
+    repo, cfg = evolution_repo(repo_dir)
+    table = Table(title=f"lineage of {genome}")
+    for col in ("gen", "commit", "operator", "test bpb", "delta", "change"):
+        table.add_column(col)
+    for row in ancestry(repo, cfg, genome):
+        delta = "" if row["delta"] is None else f"[{'green' if row['delta'] < 0 else 'red'}]{row['delta']:+.4f}[/]"
+        bpb = "-" if row["fitness"] is None else f"{row['fitness']:.4f}"
+        table.add_row(str(row["generation"]), row["sha"][:10], row["operator"], bpb, delta, row["title"])
+    console.print(table)

@@ -1,0 +1,277 @@
+"""One generation, start to finish, resumable after a kill at any point.
+
+  plan      parents and operators for every offspring slot, recorded in refs/darwin/generations
+  breed     each slot becomes a child branch or a recorded failure (a slot is never done twice)
+  evaluate  every genome without a fitness note is trained and scored; notes are written at once
+  confirm   would-be survivors are re-run with fresh seeds until each has 1 + reevaluations runs
+  select    the best `population` genomes keep their branches; the rest move to the archive
+  summary   recorded in refs/darwin/generations: the generation is done
+Everything it needs to resume is in git: the plan, the branches, the notes, the failure log.
+"""
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from . import fitness, git, mutation, population, selection
+from .config import Config
+from .corpus import prepare
+from .errors import DarwinError
+from .evaluator import evaluate
+from .operators import Operator
+from .population import ARCHIVE, LIVE
+from .selection import Genome
+
+
+def operator_for(cfg: Config) -> Operator:
+    if cfg.evolution.operator == "offline":
+        from .operators.offline import OfflineMutator
+
+        return OfflineMutator()
+    raise DarwinError(f"operator {cfg.evolution.operator!r} is not available in this version; "
+                      "set [evolution] operator = \"offline\" in darwin.toml")
+
+
+def genomes(repo: Path, cfg: Config, names: dict[str, str]) -> dict[str, Genome]:
+    docs = fitness.all_fitness(repo, cfg.notes.fitness)
+    out = {}
+    for name, sha in names.items():
+        doc = docs.get(sha, {})
+        out[name] = Genome(name, sha, doc.get("fitness"), doc.get("spread", 0.0), doc.get("n", 0),
+                           doc.get("status", ""))
+    return out
+
+
+def agent_of(name: str) -> str:
+    """The agent (lineage) a branch belongs to: 'ada-g3-1' -> 'ada'."""
+    return name.split("-g", 1)[0]
+
+
+class Generation:
+    def __init__(self, repo: Path, cfg: Config, console: Console | None = None,
+                 operator: Operator | None = None):
+        self.repo, self.cfg = repo, cfg
+        self.console = console or Console(highlight=False)
+        self.operator = operator
+        self.corpus = None
+
+    # ---- entry point -------------------------------------------------------------------------
+    def run(self) -> dict:
+        """Run (or finish) the next generation; return its summary."""
+        with git.lock(self.repo, "generation.lock", wait=False):
+            t0 = time.time()
+            gens = population.generations(self.repo)
+            if 0 not in gens or "summary" not in gens[0]:
+                return self._baseline(t0)
+            last = max(gens)
+            if "summary" in gens[last]:
+                g = last + 1
+                plan = self._plan(g)
+                population.record_generation(self.repo, g, "plan", plan, f"generation {g}: plan")
+            else:
+                g, plan = last, gens[last]["plan"]
+                self.console.print(f"[yellow]resuming generation {g}[/]")
+            children = self._breed(g, plan)
+            candidates = {**plan["population"], **children}
+            self._evaluate_missing(candidates, plan)
+            self._confirm(candidates)
+            return self._select(g, plan, candidates, gens[0]["summary"], plan.get("started", t0))
+
+    # ---- generation 0 ------------------------------------------------------------------------
+    def _baseline(self, t0: float) -> dict:
+        live = population.living(self.repo)
+        if not live:
+            raise DarwinError("no genome branches (refs/heads/darwin/*) here; create the repo with `darwin-git init`")
+        self.console.print(f"[bold]generation 0[/]: evaluating the baseline ({len(set(live.values()))} genome)")
+        self._evaluate_missing(live, {"parents": {}})
+        self._confirm(live)
+        pop = genomes(self.repo, self.cfg, live)
+        failed = [g for g in pop.values() if not g.ok]
+        if failed:
+            raise DarwinError(f"the baseline genome failed ({failed[0].status}); see `darwin-git show {failed[0].name}`"
+                              " and fix the template or darwin.toml before evolving")
+        summary = self._summary(0, pop, list(pop.values()), [], [], None, t0)
+        population.record_generation(self.repo, 0, "summary", summary, "generation 0: baseline evaluated")
+        return summary
+
+    # ---- plan --------------------------------------------------------------------------------
+    def _plan(self, g: int) -> dict:
+        evo = self.cfg.evolution
+        live = population.living(self.repo)
+        pool = list(genomes(self.repo, self.cfg, live).values())
+        rng = random.Random(f"{evo.seed}:{g}:plan")
+        counts = population.children_counts(self.repo)
+        slots = []
+        for slot in range(evo.offspring):
+            first = selection.tournament(pool, counts, evo.tournament, rng)
+            counts[first.sha] = counts.get(first.sha, 0) + 1
+            parents = [first]
+            distinct = {p.sha for p in pool if p.ok} - {first.sha}
+            if distinct and rng.random() < evo.crossover_rate:
+                second = selection.tournament(pool, counts, evo.tournament, rng, exclude=first.sha)
+                counts[second.sha] = counts.get(second.sha, 0) + 1
+                parents.append(second)
+            slots.append({
+                "slot": slot, "kind": "crossover" if len(parents) == 2 else "mutation",
+                "parents": [{"name": p.name, "sha": p.sha} for p in parents],
+                "child": f"{agent_of(first.name)}-g{g}-{slot}",
+            })
+        return {"generation": g, "population": live, "slots": slots, "started": time.time(),
+                "parents": {s["child"]: s["parents"][0]["sha"] for s in slots}}
+
+    # ---- breed -------------------------------------------------------------------------------
+    def _breed(self, g: int, plan: dict) -> dict[str, str]:
+        """Make each planned child once; return {child name: sha} of those that exist."""
+        made = {**population.living(self.repo), **population.archived(self.repo)}
+        failed = {(f["generation"], f["slot"]) for f in mutation.failures(self.repo, self.cfg)}
+        known_trees = None
+        children = {}
+        for slot in plan["slots"]:
+            name = slot["child"]
+            if name in made:
+                children[name] = made[name]
+                continue
+            if (g, slot["slot"]) in failed:
+                continue
+            if known_trees is None:
+                everything = {**made, **{p: s for p, s in plan["population"].items()}}
+                known_trees = {git.tree_of(self.repo, sha): n for n, sha in everything.items()}
+            child = self._make(g, slot, known_trees)
+            if child:
+                children[name] = child.sha
+                known_trees[git.tree_of(self.repo, child.sha)] = name
+                self.console.print(f"  + {name:<18} {child.operator:<24} {child.title}")
+        return children
+
+    def _make(self, g: int, slot: dict, known_trees: dict[str, str]) -> mutation.Child | None:
+        parents = [p["sha"] for p in slot["parents"]]
+        names = [p["name"] for p in slot["parents"]]
+        rng = random.Random(f"{self.cfg.evolution.seed}:{g}:{slot['slot']}")
+        patch, operator, title = "", "crossover", ""
+        try:
+            if slot["kind"] == "crossover":
+                tree = mutation.merge(self.repo, parents[0], parents[1])
+                title = f"Crossover: merge {names[1]} into {names[0]}"
+                reasoning = (f"Merge the changes of {names[1]} ({parents[1][:10]}) into {names[0]} "
+                             f"({parents[0][:10]}): both lines improved on their ancestors in different "
+                             "places; together they may add up.")
+                note = {"operator": "crossover", "parents": parents, "generation": g}
+                model = ""
+            else:
+                self.operator = self.operator or operator_for(self.cfg)
+                files = {p: git.read_file(self.repo, parents[0], p) or ""
+                         for p in git.list_files(self.repo, parents[0]) if p.endswith(".py")}
+                proposal = self.operator.propose(files, "", [], rng)
+                if proposal is None:
+                    raise mutation.Rejected("the operator had nothing to propose for this parent")
+                patch, operator, title = proposal.patch, proposal.operator, proposal.title
+                tree = mutation.apply(self.repo, parents[0], proposal.patch)
+                reasoning, model = proposal.reasoning, proposal.model
+                note = mutation.mutation_note(proposal, g, agent_of(names[0]), names[0])
+            if tree in known_trees:
+                raise mutation.Rejected(f"duplicate: same tree as {known_trees[tree]}, not evaluated again")
+        except mutation.Rejected as e:
+            mutation.record_failure(self.repo, self.cfg, parents[0], g, slot["slot"], str(e),
+                                    operator if slot["kind"] == "mutation" else "crossover", patch, title)
+            self.console.print(f"  x {slot['child']:<18} {operator:<24} [red]{e}[/]")
+            return None
+        trailers = {"Darwin-Agent": agent_of(names[0]), "Darwin-Parent": " ".join(parents),
+                    "Darwin-Operator": operator, "Darwin-Generation": str(g), "Darwin-Model": model,
+                    "Darwin-Slot": str(slot["slot"])}
+        return mutation.commit_child(self.repo, self.cfg, slot["child"], tree, parents, title, reasoning,
+                                     trailers, note)
+
+    # ---- evaluate ----------------------------------------------------------------------------
+    def _run_eval(self, jobs: list[tuple[str, str, int]], plan: dict) -> None:
+        """Evaluate (name, sha, seed) jobs one after another, writing each note as soon as it exists."""
+        if not jobs:
+            return
+        self.corpus = self.corpus or prepare(self.cfg.evaluation.data, self.cfg.evaluation.tokenizer)
+        before = genomes(self.repo, self.cfg, plan.get("population", {}))
+        parent_fit = {g.sha: g.fitness for g in before.values()}
+        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TimeElapsedColumn())
+        with Progress(*columns, console=self.console, transient=True) as bar:
+            task = bar.add_task("evaluating", total=len(jobs))
+            for name, sha, seed in jobs:
+                bar.update(task, description=f"evaluating {name} (seed {seed})")
+                settings = replace(self.cfg.evaluation, seed=seed)
+                record = evaluate(self.repo, sha, settings, self.corpus).to_dict()
+                doc = fitness.add_run(self.repo, record, self.cfg.notes.fitness)
+                bar.advance(task)
+                parent = plan.get("parents", {}).get(name)
+                self._report(name, sha, record, doc, parent_fit.get(parent) if parent else None)
+
+    def _report(self, name: str, sha: str, record: dict, doc: dict, parent_fitness: float | None) -> None:
+        info = population.commit_info(self.repo, [sha]).get(sha)
+        operator = info.trailers.get("Darwin-Operator", "template") if info else ""
+        bpb = f"{record['test_bpb']:.4f}" if record["test_bpb"] is not None else "-"
+        delta = ""
+        if record["test_bpb"] is not None and parent_fitness is not None:
+            d = record["test_bpb"] - parent_fitness
+            delta = f"[{'green' if d < 0 else 'red'}]{d:+.4f}[/] vs parent"
+        colour = "green" if record["status"] == "ok" else "red"
+        self.console.print(f"  {name:<18} {operator:<24} [{colour}]{record['status']:<14}[/] "
+                           f"test bpb {bpb:<8} {delta}  (seed {record['seed']}, {record['eval_s']:.0f}s)")
+
+    def _evaluate_missing(self, names: dict[str, str], plan: dict) -> None:
+        docs = fitness.all_fitness(self.repo, self.cfg.notes.fitness)
+        seen, jobs = set(), []
+        for name, sha in sorted(names.items()):
+            if sha not in docs and sha not in seen:
+                seen.add(sha)
+                jobs.append((name, sha, self.cfg.evaluation.seed))
+        self._run_eval(jobs, plan)
+
+    def _confirm(self, names: dict[str, str]) -> None:
+        """Re-run would-be survivors on fresh seeds until the top `population` are all measured."""
+        want = 1 + self.cfg.evolution.reevaluations
+        for _ in range(self.cfg.evolution.population * want + 1):
+            pop = genomes(self.repo, self.cfg, names)
+            top = {g.sha: g for g in selection.survivors(list(pop.values()), self.cfg.evolution.population)}
+            jobs = [(g.name, g.sha, self.cfg.evaluation.seed + g.n) for g in top.values() if g.n < want]
+            if not jobs:
+                return
+            self._run_eval(jobs, {})
+
+    # ---- select and record -------------------------------------------------------------------
+    def _select(self, g: int, plan: dict, candidates: dict[str, str], baseline: dict, t0: float) -> dict:
+        pop = genomes(self.repo, self.cfg, candidates)
+        keep = selection.survivors(list(pop.values()), self.cfg.evolution.population)
+        keep_names = {k.name for k in keep}
+        live = population.living(self.repo)
+        losers = {n: sha for n, sha in live.items() if n in candidates and n not in keep_names}
+        population.prune(self.repo, losers)
+        fails = [f for f in mutation.failures(self.repo, self.cfg) if f["generation"] == g]
+        summary = self._summary(g, pop, keep, sorted(losers), fails, baseline, t0)
+        population.record_generation(self.repo, g, "summary", summary, f"generation {g}: {len(keep)} survive, "
+                                     f"best {summary['best']['fitness']}")
+        return summary
+
+    def _summary(self, g: int, pop: dict[str, Genome], keep: list[Genome], pruned: list[str],
+                 fails: list[dict], baseline: dict | None, t0: float) -> dict:
+        best = min(keep, key=Genome.key)
+        base = baseline["best"]["fitness"] if baseline else best.fitness
+        return {
+            "generation": g,
+            "survivors": [{"name": k.name, "sha": k.sha, "fitness": k.fitness, "spread": k.spread, "n": k.n}
+                          for k in keep],
+            "pruned": pruned,
+            "failures": [{"slot": f["slot"], "reason": f["reason"], "operator": f["operator"]} for f in fails],
+            "evaluated": {n: {"fitness": x.fitness, "status": x.status} for n, x in sorted(pop.items())},
+            "best": {"name": best.name, "sha": best.sha, "fitness": best.fitness, "spread": best.spread},
+            "baseline_fitness": base,
+            "delta_vs_baseline": round(best.fitness - base, 6),
+            "wall_s": round(time.time() - t0, 1),
+        }
+
+
+def last_finished(repo: Path) -> int:
+    """The newest generation with a summary, or -1 before the baseline is evaluated."""
+    return max((g for g, doc in population.generations(repo).items() if "summary" in doc), default=-1)
+

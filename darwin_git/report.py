@@ -1,0 +1,94 @@
+"""Reading the population back out of git: leaderboard, one genome, a lineage.
+
+Every read is batched (for-each-ref, notes list + cat-file --batch, one `git log --stdin`), so
+`status` costs a handful of git processes whatever the population size.
+"""
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+from . import fitness, git, mutation, population
+from .config import Config
+from .errors import DarwinError
+from .population import ARCHIVE, LIVE
+from .selection import Genome, within_noise
+
+
+def _mfu(doc: dict) -> float | None:
+    values = [r["mfu"] for r in doc.get("runs", []) if isinstance(r.get("mfu"), (int, float))]
+    return statistics.fmean(values) if values else None
+
+
+def leaderboard(repo: Path, cfg: Config, include_archive: bool = False) -> dict:
+    """Every living (and optionally archived) genome with fitness and change, best first."""
+    names = {name: (sha, False) for name, sha in population.living(repo).items()}
+    if include_archive:
+        names.update({name: (sha, True) for name, sha in population.archived(repo).items()})
+    docs = fitness.all_fitness(repo, cfg.notes.fitness)
+    info = population.commit_info(repo, sorted({sha for sha, _ in names.values()}))
+    rows = []
+    for name, (sha, archived) in names.items():
+        doc, ci = docs.get(sha, {}), info.get(sha)
+        trailers = ci.trailers if ci else {}
+        parent = trailers.get("Darwin-Parent", "")
+        rows.append({
+            "name": name, "sha": sha, "archived": archived,
+            "generation": int(trailers.get("Darwin-Generation", 0)),
+            "fitness": doc.get("fitness"), "spread": doc.get("spread", 0.0), "n": doc.get("n", 0),
+            "status": doc.get("status", ""), "mfu": _mfu(doc),
+            "operator": trailers.get("Darwin-Operator", "template"),
+            "parent": " ".join(p[:8] for p in parent.split()), "title": ci.subject if ci else "",
+        })
+    rows.sort(key=lambda r: (r["fitness"] is None, r["fitness"] if r["fitness"] is not None else 0, r["name"]))
+    ok = [Genome(r["name"], r["sha"], r["fitness"], r["spread"], r["n"], r["status"]) for r in rows
+          if r["status"] == "ok" and not r["archived"]]
+    distinct = [g for i, g in enumerate(ok) if g.sha not in {h.sha for h in ok[:i]}]
+    gens = population.generations(repo)
+    return {
+        "repo": repo.name, "operator": cfg.evolution.operator,
+        "generation": max((g for g, d in gens.items() if "summary" in d), default=-1),
+        "lead_within_noise": len(distinct) > 1 and within_noise(distinct[0], distinct[1]),
+        "genomes": rows,
+    }
+
+
+def resolve_genome(repo: Path, name: str) -> tuple[str, str]:
+    """(display name, sha) for a branch name, an archived name, or any revision."""
+    short = name.removeprefix("darwin/")
+    for prefix in (LIVE, ARCHIVE):
+        if git.exists(repo, prefix + short):
+            return short, git.resolve(repo, prefix + short)
+    try:
+        return name, git.resolve(repo, name)
+    except DarwinError:
+        raise DarwinError(f"no genome named {name!r}: not a darwin/* branch, an archived genome or a revision; "
+                          "see `darwin-git status --all`") from None
+
+
+def describe(repo: Path, cfg: Config, name: str) -> dict:
+    display, sha = resolve_genome(repo, name)
+    ci = population.commit_info(repo, [sha])[sha]
+    diff = git.git(repo, "diff", ci.parents[0], sha) if ci.parents else ""
+    return {
+        "name": display, "sha": sha, "title": ci.subject, "body": ci.body.split("\n\nDarwin-")[0].strip()
+        if ci.trailers else ci.body, "trailers": ci.trailers, "diff": diff,
+        "fitness": git.note_json(repo, cfg.notes.fitness, sha),
+        "failures": [f for f in mutation.failures(repo, cfg) if f["parent"] == sha],
+    }
+
+
+def ancestry(repo: Path, cfg: Config, name: str) -> list[dict]:
+    """First-parent ancestry, oldest first, with each step's fitness change."""
+    _, sha = resolve_genome(repo, name)
+    shas = git.git(repo, "rev-list", "--first-parent", "--reverse", sha).split()
+    docs = fitness.all_fitness(repo, cfg.notes.fitness)
+    info = population.commit_info(repo, shas)
+    rows, previous = [], None
+    for s in shas:
+        ci, f = info[s], docs.get(s, {}).get("fitness")
+        rows.append({"sha": s, "generation": int(ci.trailers.get("Darwin-Generation", 0)),
+                     "operator": ci.trailers.get("Darwin-Operator", "template"), "title": ci.subject,
+                     "fitness": f, "delta": None if f is None or previous is None else round(f - previous, 6)})
+        previous = f if f is not None else previous
+    return rows
