@@ -15,6 +15,7 @@ from . import config as config_mod
 from . import git
 from .errors import DarwinError
 from .evaluator import EvalSettings, evaluate, parse_budget
+from .fitness import add_run
 
 console = Console(highlight=False)
 
@@ -71,14 +72,13 @@ def eval_cmd(rev, budget, seed, device, data, tokenizer, memory_mb, sandbox, not
     settings: EvalSettings = cfg.evaluation if cfg else EvalSettings()
     overrides = {k: v for k, v in dict(budget=budget, seed=seed, device=device, data=data, tokenizer=tokenizer,
                                         memory_mb=memory_mb, sandbox=sandbox).items() if v is not None}
+    if data:
+        overrides["data"] = str(Path(data).expanduser().resolve())
     settings = replace(settings, **overrides)
-    if settings.data != "shakespeare" and data is not None:
-        settings = replace(settings, data=str(Path(data).resolve()))
     parse_budget(settings.budget)
     with console.status(f"evaluating {rev} ({settings.budget} on {settings.device})"):
         record = evaluate(repo, rev, settings).to_dict()
     if note:
-        from .fitness import add_run
         add_run(repo, record, (cfg.notes.fitness if cfg else config_mod.Notes().fitness))
     if as_json:
         click.echo(json.dumps(record, indent=1, sort_keys=True))
