@@ -164,10 +164,12 @@ def print_summary(summary: dict) -> None:
 
 @main.command()
 @click.option("--all", "show_all", is_flag=True, help="Include archived (pruned) genomes.")
-@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (every genome).")
+@click.option("--limit", type=click.IntRange(0), default=50, show_default=True,
+              help="Rows in the table, best first (0: all).")
 @repo_option
 @one_line_errors
-def status(show_all, as_json, repo_dir) -> None:
+def status(show_all, as_json, limit, repo_dir) -> None:
     """Leaderboard of the population, best first."""
     from .report import leaderboard
 
@@ -180,7 +182,8 @@ def status(show_all, as_json, repo_dir) -> None:
     for col in ("#", "genome", "gen", "test bpb", "MFU", "status", "parent", "change"):
         table.add_column(col, justify="right" if col in ("#", "gen", "test bpb", "MFU") else "left",
                          overflow="ellipsis", no_wrap=col != "change")
-    for i, row in enumerate(board["genomes"], 1):
+    rows = board["genomes"][:limit] if limit else board["genomes"]
+    for i, row in enumerate(rows, 1):
         bpb = "-" if row["fitness"] is None else f"{row['fitness']:.4f}" + (
             f" ±{row['spread']:.4f}" if row["n"] > 1 else "")
         mfu = "-" if row["mfu"] is None else f"{row['mfu']:.1%}"
@@ -188,6 +191,8 @@ def status(show_all, as_json, repo_dir) -> None:
         table.add_row(str(i), name, str(row["generation"]), bpb, mfu, row["status"] or "unevaluated",
                       row["parent"], row["title"])
     console.print(table)
+    if len(rows) < len(board["genomes"]):
+        console.print(f"[dim]{len(board['genomes']) - len(rows)} more not shown; --limit 0 shows all[/]")
     if board["lead_within_noise"]:
         console.print("[yellow]the lead is within noise: the top two differ by less than twice their seed spread[/]")
 

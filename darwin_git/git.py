@@ -143,17 +143,22 @@ def notes_all(repo: Path, ref: str) -> dict[str, str]:
     """Every note under `ref` as {annotated object sha: text}, read with two git processes in total."""
     listing = git(repo, "notes", "--ref", ref, "list", check=False)
     pairs = [line.split() for line in listing.splitlines() if line.strip()]
-    if not pairs:
-        return {}
+    return dict(zip((obj for _, obj in pairs), read_blobs(repo, [blob for blob, _ in pairs])))
+
+
+def read_blobs(repo: Path, blobs: list[str]) -> list[str]:
+    """The text of many blobs, in order, from one `git cat-file --batch` process."""
+    if not blobs:
+        return []
     proc = subprocess.run(["git", "-C", str(repo), "cat-file", "--batch"],
-                          input="".join(f"{blob}\n" for blob, _ in pairs).encode(), capture_output=True, check=True)
-    data, pos, result = proc.stdout, 0, {}
-    for _, obj in pairs:
+                          input="".join(f"{blob}\n" for blob in blobs).encode(), capture_output=True, check=True)
+    data, pos, texts = proc.stdout, 0, []
+    for _ in blobs:
         header_end = data.index(b"\n", pos)
         size = int(data[pos:header_end].split()[2])
-        result[obj] = data[header_end + 1: header_end + 1 + size].decode("utf-8", errors="replace")
+        texts.append(data[header_end + 1: header_end + 1 + size].decode("utf-8", errors="replace"))
         pos = header_end + 1 + size + 1
-    return result
+    return texts
 
 
 # ---- commits without a checkout ------------------------------------------------------------------

@@ -137,13 +137,17 @@ def children_counts(repo: Path) -> dict[str, int]:
 # ---- the generations log ------------------------------------------------------------------------
 
 def generations(repo: Path) -> dict[int, dict]:
-    """{generation: {"plan": ..., "summary": ...}} read from the tip of refs/darwin/generations."""
+    """{generation: {"plan": ..., "summary": ...}} read from the tip of refs/darwin/generations.
+
+    Three git processes whatever the number of generations: ls-tree, then one cat-file --batch.
+    """
     if not git.exists(repo, GENERATIONS):
         return {}
+    entries = [line.split("\t", 1) for line in git.git(repo, "ls-tree", "-r", "-z", GENERATIONS).split("\0")[:-1]]
+    texts = git.read_blobs(repo, [meta.split()[2] for meta, _ in entries])  # meta: "<mode> blob <sha>"
     result: dict[int, dict] = {}
-    for path in git.list_files(repo, GENERATIONS):
+    for (_, path), text in zip(entries, texts):
         folder, name = path.split("/", 1)
-        text = git.read_file(repo, GENERATIONS, path)
         result.setdefault(int(folder[1:]), {})[name.removesuffix(".json")] = json.loads(text)
     return result
 

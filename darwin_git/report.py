@@ -43,7 +43,10 @@ def leaderboard(repo: Path, cfg: Config, include_archive: bool = False) -> dict:
     rows.sort(key=lambda r: (r["fitness"] is None, r["fitness"] if r["fitness"] is not None else 0, r["name"]))
     ok = [Genome(r["name"], r["sha"], r["fitness"], r["spread"], r["n"], r["status"]) for r in rows
           if r["status"] == "ok" and not r["archived"]]
-    distinct = [g for i, g in enumerate(ok) if g.sha not in {h.sha for h in ok[:i]}]
+    first: dict[str, Genome] = {}  # one entry per commit: two branches on one sha are not a lead
+    for g in ok:
+        first.setdefault(g.sha, g)
+    distinct = list(first.values())
     gens = population.generations(repo)
     return {
         "repo": repo.name, "operator": cfg.evolution.operator,
