@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,7 @@ from .operators import Proposal
 from .population import LIVE
 
 OWNED_PREFIXES = (".git", "hooks/")
+HUNK = re.compile(r"^@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@(.*)$")
 
 
 class Rejected(Exception):
@@ -48,6 +50,34 @@ def _strip(path: str) -> str:
     return path[2:] if path.startswith(("a/", "b/")) else path
 
 
+def recount(patch: str) -> str:
+    """Rewrite each hunk header's line counts from the hunk's own lines, like `git apply --recount`.
+
+    LLMs get the counts wrong; unidiff trusts them, so a hunk longer than its header says is
+    silently cut short and a shorter one is "malformed". Recounted, both parse as git applies them.
+    """
+    lines = patch.splitlines(keepends=True)
+    out, i = [], 0
+    while i < len(lines):
+        m = HUNK.match(lines[i].rstrip("\n"))
+        if not m:
+            out.append(lines[i])
+            i += 1
+            continue
+        j = i + 1
+        while j < len(lines) and lines[j][:1] in (" ", "-", "+", "\\", "\n") and not (
+                lines[j].startswith("--- ") and j + 1 < len(lines) and lines[j + 1].startswith("+++ ")):
+            j += 1  # the hunk ends at the next file header, hunk header or non-diff line
+        while j > i + 1 and lines[j - 1] == "\n":
+            j -= 1  # blank lines after a hunk separate it from what follows
+        body = lines[i + 1:j]
+        old = sum(1 for line in body if line[:1] in (" ", "-", "\n"))
+        new = sum(1 for line in body if line[:1] in (" ", "+", "\n"))
+        out += [f"@@ -{m[1]},{old} +{m[2]},{new} @@{m[3]}\n", *body]
+        i = j
+    return "".join(out)
+
+
 def validate(patch: str) -> PatchSet:
     """Parse the diff and check its paths; raise Rejected with the reason."""
     if not patch.strip():
@@ -69,6 +99,7 @@ def validate(patch: str) -> PatchSet:
 
 def apply(repo: Path, parent: str, patch: str) -> str:
     """Validated, fully applied tree for `patch` on `parent`; Rejected otherwise."""
+    patch = recount(patch)
     patchset = validate(patch)
     try:
         tree = git.apply_to_tree(repo, parent, patch)

@@ -64,6 +64,8 @@ class Jail:
             cmd += ["--ro-bind", str(p), str(p)]
         for p in self.writable:
             cmd += ["--bind", str(p), str(p)]
+        for p in self.hidden:
+            cmd += ["--remount-ro", str(p)]  # a write there fails instead of landing in the empty tmpfs
         return cmd + ["--chdir", str(cwd), *argv]
 
 

@@ -1,0 +1,171 @@
+"""Proposals becoming commits: trailers and notes plain git reads, patch validation, crossover merges."""
+from __future__ import annotations
+
+import difflib
+import json
+
+import pytest
+
+from darwin_git import mutation
+from darwin_git.generation import agent_of
+from darwin_git.population import init_repo
+
+from .conftest import darwin_refs, evo_config, generation_doc, git, note
+
+
+def diff(path: str, old: str, new: str) -> str:
+    """A git-style unified diff turning `old` into `new` (3 lines of context)."""
+    body = "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
+                                        fromfile=f"a/{path}", tofile=f"b/{path}"))
+    return f"diff --git a/{path} b/{path}\n{body}"
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory, corpus_file) -> tuple:
+    """(repo, root sha, train.py text) of an unevaluated evolution repo: apply() needs no training."""
+    repo = tmp_path_factory.mktemp("mut") / "evo"
+    init_repo(repo, evo_config(corpus_file))
+    root = git(repo, "rev-parse", "darwin/ada").strip()
+    return repo, root, (repo / "train.py").read_text()
+
+
+def edit(text: str, old: str, new: str) -> str:
+    assert text.count(old) == 1, old
+    return text.replace(old, new)
+
+
+# ---- commits made by a generation ----------------------------------------------------------------
+
+def test_child_commit_carries_trailers_reasoning_and_notes(evolved_repo):
+    plan = generation_doc(evolved_repo, 1, "plan")
+    everything = {**darwin_refs(evolved_repo, "refs/darwin/archive/"),
+                  **darwin_refs(evolved_repo, "refs/heads/darwin/")}
+    made = [s for s in plan["slots"] if s["child"] in everything]
+    assert made
+    for slot in made:
+        sha = everything[slot["child"]]
+
+        def trailer(key: str) -> str:
+            return git(evolved_repo, "log", "-1", f"--format=%(trailers:key={key},valueonly)", sha).strip()
+
+        assert trailer("Darwin-Parent") == " ".join(p["sha"] for p in slot["parents"])
+        assert git(evolved_repo, "log", "-1", "--format=%P", sha).split() == [p["sha"] for p in slot["parents"]]
+        assert trailer("Darwin-Generation") == "1" and trailer("Darwin-Slot") == str(slot["slot"])
+        assert trailer("Darwin-Agent") == agent_of(slot["child"]) == agent_of(slot["parents"][0]["name"])
+        operator = trailer("Darwin-Operator")
+        assert operator == "crossover" if slot["kind"] == "crossover" else operator.startswith("offline:")
+
+        notes = json.loads(note(evolved_repo, "mutation", sha))
+        assert notes["operator"] == operator
+        body = git(evolved_repo, "log", "-1", "--format=%b", sha)
+        reasoning = body.split("\n\nDarwin-")[0].strip()
+        if slot["kind"] == "mutation":
+            assert notes["reasoning"].strip() == reasoning and len(reasoning) > 40
+            assert notes["generation"] == 1 and notes["target"] == slot["parents"][0]["name"]
+        assert json.loads(note(evolved_repo, "fitness", sha))["status"]
+
+
+# ---- patch validation ----------------------------------------------------------------------------
+
+def test_malformed_and_empty_patches_are_rejected(template):
+    repo, root, _ = template
+    for garbage in ("this is not a diff\nat all\n", "@@ -1,2 +1,2 @@\n-a\n+b\n"):
+        with pytest.raises(mutation.Rejected, match="malformed"):
+            mutation.apply(repo, root, garbage)
+    for empty in ("", "  \n\n"):
+        with pytest.raises(mutation.Rejected, match="empty patch"):
+            mutation.apply(repo, root, empty)
+
+
+def test_patches_touching_evaluator_owned_files_are_rejected(template):
+    repo, root, _ = template
+    settings = git(repo, "show", f"{root}:darwin.toml")
+    with pytest.raises(mutation.Rejected, match="evaluator owns"):
+        mutation.apply(repo, root, diff("darwin.toml", settings, settings.replace("20steps", "2000steps")))
+    hook = "--- /dev/null\n+++ b/hooks/pre-commit\n@@ -0,0 +1 @@\n+exit 0\n"
+    with pytest.raises(mutation.Rejected, match="evaluator owns"):
+        mutation.apply(repo, root, "diff --git a/hooks/pre-commit b/hooks/pre-commit\nnew file mode 100755\n" + hook)
+    ignore = ("diff --git a/.gitignore b/.gitignore\nnew file mode 100644\n"
+              "--- /dev/null\n+++ b/.gitignore\n@@ -0,0 +1 @@\n+*\n")
+    with pytest.raises(mutation.Rejected, match="evaluator owns"):
+        mutation.apply(repo, root, ignore)
+    escape = "--- a/../outside.py\n+++ b/../outside.py\n@@ -1 +1 @@\n-a\n+b\n"
+    with pytest.raises(mutation.Rejected, match="outside the genome"):
+        mutation.apply(repo, root, escape)
+
+
+def test_noop_and_invalid_python_are_rejected(template):
+    repo, root, train = template
+    change = diff("train.py", train, edit(train, "learning_rate = 2e-3\n", "learning_rate = 3e-3\n"))
+    same = change.replace("+learning_rate = 3e-3", "+learning_rate = 2e-3")  # removes a line, adds it back
+    with pytest.raises(mutation.Rejected, match="no-op"):
+        mutation.apply(repo, root, same)
+    broken = diff("train.py", train, edit(train, "learning_rate = 2e-3\n", "learning_rate = (2e-3\n"))
+    with pytest.raises(mutation.Rejected, match="not valid Python"):
+        mutation.apply(repo, root, broken)
+    stale = diff("train.py", train.replace("n_layer = 4", "n_layer = 99"), train.replace("n_layer = 4", "n_layer = 5"))
+    with pytest.raises(mutation.Rejected, match="does not apply"):
+        mutation.apply(repo, root, stale)
+
+
+def test_wrong_hunk_line_counts_still_apply(template):
+    repo, root, train = template
+    good = diff("train.py", train, edit(train, "batch_size = 16\n", "batch_size = 8\n"))
+    header = next(line for line in good.splitlines() if line.startswith("@@"))
+    assert header == "@@ -20,7 +20,7 @@"  # 3 lines of context each side
+    wrong = good.replace(header, "@@ -20,3 +20,3 @@")  # the kind of count an LLM gets wrong
+    tree = mutation.apply(repo, root, wrong)
+    assert tree == mutation.apply(repo, root, good)
+    assert "batch_size = 8\n" in git(repo, "cat-file", "blob", f"{tree}:train.py")
+    # a count larger than the hunk, too, with another file after it (unidiff alone calls this malformed)
+    model = git(repo, "show", f"{root}:model.py")
+    second = diff("model.py", model, edit(model, "import math\n", "import math  # for sqrt\n"))
+    both = mutation.apply(repo, root, good.replace(header, "@@ -20,12 +20,12 @@") + second)
+    assert "batch_size = 8\n" in git(repo, "cat-file", "blob", f"{both}:train.py")
+    assert "import math  # for sqrt\n" in git(repo, "cat-file", "blob", f"{both}:model.py")
+
+
+# ---- crossover -----------------------------------------------------------------------------------
+
+@pytest.fixture
+def branches(tmp_path, corpus_file):
+    """An evolution repo plus three hand-made genome branches off the root: a and b merge, a and c conflict."""
+    repo = tmp_path / "evo"
+    cfg = evo_config(corpus_file)
+    init_repo(repo, cfg)
+    shas = {}
+    for name, old, new in (("ada", "n_layer = 4", "n_layer = 5"), ("bo", "weight_decay = 0.1", "weight_decay = 0.05"),
+                           ("cy", "n_layer = 4", "n_layer = 3")):
+        git(repo, "checkout", "-q", "-B", f"darwin/{name}", "main")
+        path = repo / "train.py"
+        path.write_text(edit(path.read_text(), old, new))
+        git(repo, "commit", "-qam", f"{name}: {new}")
+        shas[name] = git(repo, "rev-parse", "HEAD").strip()
+    git(repo, "checkout", "-q", "main")
+    return repo, cfg, shas
+
+
+def test_crossover_merges_two_parents_into_a_two_parent_commit(branches):
+    repo, cfg, shas = branches
+    tree = mutation.merge(repo, shas["ada"], shas["bo"])
+    merged = git(repo, "cat-file", "blob", f"{tree}:train.py")
+    assert "n_layer = 5\n" in merged and "weight_decay = 0.05\n" in merged
+    trailers = {"Darwin-Agent": "ada", "Darwin-Parent": f"{shas['ada']} {shas['bo']}",
+                "Darwin-Operator": "crossover", "Darwin-Generation": "1"}
+    child = mutation.commit_child(repo, cfg, "ada-g1-0", tree, [shas["ada"], shas["bo"]], "Crossover: bo into ada",
+                                  "Both edits, together.", trailers, {"operator": "crossover"})
+    assert git(repo, "log", "--format=%P", "-1", child.sha).split() == [shas["ada"], shas["bo"]]
+    assert git(repo, "rev-parse", "darwin/ada-g1-0").strip() == child.sha
+    assert git(repo, "log", "-1", "--format=%(trailers:key=Darwin-Parent,valueonly)", child.sha).strip() \
+        == f"{shas['ada']} {shas['bo']}"
+    with pytest.raises(Exception, match="reference already exists|cannot lock ref"):
+        mutation.commit_child(repo, cfg, "ada-g1-0", tree, [shas["ada"], shas["bo"]], "again", "again", trailers, {})
+    with pytest.raises(mutation.Rejected, match="adds nothing"):
+        mutation.merge(repo, shas["ada"], child.sha)
+
+
+def test_conflicting_crossover_is_rejected(branches):
+    repo, _, shas = branches
+    with pytest.raises(mutation.Rejected, match="conflict") as e:
+        mutation.merge(repo, shas["ada"], shas["cy"])
+    assert "train.py" in str(e.value)
