@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from . import config as config_mod
@@ -181,7 +182,7 @@ def status(show_all, as_json, limit, repo_dir) -> None:
     table = Table(title=f"{board['repo']} - generation {board['generation']} - operator {board['operator']}")
     for col in ("#", "genome", "gen", "test bpb", "MFU", "status", "parent", "change"):
         table.add_column(col, justify="right" if col in ("#", "gen", "test bpb", "MFU") else "left",
-                         overflow="ellipsis", no_wrap=col != "change")
+                         overflow="ellipsis", no_wrap=col != "change", min_width=12 if col == "change" else None)
     rows = board["genomes"][:limit] if limit else board["genomes"]
     for i, row in enumerate(rows, 1):
         bpb = "-" if row["fitness"] is None else f"{row['fitness']:.4f}" + (
@@ -189,7 +190,7 @@ def status(show_all, as_json, limit, repo_dir) -> None:
         mfu = "-" if row["mfu"] is None else f"{row['mfu']:.1%}"
         name = row["name"] + (" [dim](archived)[/]" if row["archived"] else "")
         table.add_row(str(i), name, str(row["generation"]), bpb, mfu, row["status"] or "unevaluated",
-                      row["parent"], row["title"])
+                      row["parent"], escape(row["title"]))
     console.print(table)
     if len(rows) < len(board["genomes"]):
         console.print(f"[dim]{len(board['genomes']) - len(rows)} more not shown; --limit 0 shows all[/]")
@@ -209,21 +210,21 @@ def show(genome, repo_dir) -> None:
 
     repo, cfg = evolution_repo(repo_dir)
     d = describe(repo, cfg, genome)
-    console.print(f"[bold]{d['name']}[/] {d['sha']}  {d['title']}")
+    console.print(f"[bold]{d['name']}[/] {d['sha']}  {escape(d['title'])}")
     for k, v in d["trailers"].items():
-        console.print(f"  [dim]{k}:[/] {v}")
+        console.print(f"  [dim]{k}:[/] {escape(v)}")
     if d["body"]:
-        console.print("\n" + d["body"] + "\n")
+        console.print("\n" + escape(d["body"]) + "\n")
     f = d["fitness"]
     if f:
         console.print(f"fitness {f['fitness']} (spread {f['spread']}, {f['n']} runs, status {f['status']})")
         for run in f["runs"]:
             console.print(f"  seed {run['seed']}: {run['status']} stage={run['stage']} test_bpb={run['test_bpb']} "
-                          f"tokens/s={run['tokens_per_s'] and round(run['tokens_per_s'])} {run['error'][:200]}")
+                          f"tokens/s={run['tokens_per_s'] and round(run['tokens_per_s'])} {escape(run['error'][:200])}")
     else:
         console.print("not evaluated yet")
     for fail in d["failures"]:
-        console.print(f"[red]failed offspring[/] g{fail['generation']} slot {fail['slot']}: {fail['reason']}")
+        console.print(f"[red]failed offspring[/] g{fail['generation']} slot {fail['slot']}: {escape(fail['reason'])}")
     if d["diff"]:
         console.print(Syntax(d["diff"], "diff", theme="ansi_dark", background_color="default"))
 
@@ -243,5 +244,5 @@ def lineage(genome, repo_dir) -> None:
     for row in ancestry(repo, cfg, genome):
         delta = "" if row["delta"] is None else f"[{'green' if row['delta'] < 0 else 'red'}]{row['delta']:+.4f}[/]"
         bpb = "-" if row["fitness"] is None else f"{row['fitness']:.4f}"
-        table.add_row(str(row["generation"]), row["sha"][:10], row["operator"], bpb, delta, row["title"])
+        table.add_row(str(row["generation"]), row["sha"][:10], row["operator"], bpb, delta, escape(row["title"]))
     console.print(table)

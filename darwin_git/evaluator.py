@@ -213,6 +213,15 @@ def evaluate(repo: Path, rev: str, settings: EvalSettings, corpus: Corpus | None
     return record
 
 
+def remove_stale_runs(repo: Path) -> None:
+    """Drop evaluation worktrees a killed run left behind (call only while holding the generation lock)."""
+    runs = cache_root() / "runs"
+    for path in git.worktree_paths(repo):
+        if path.parent.parent == runs:
+            git.worktree_remove(repo, path)
+            shutil.rmtree(path.parent, ignore_errors=True)
+
+
 def _version(pkg: str) -> str:
     try:
         return metadata.version(pkg)

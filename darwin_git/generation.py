@@ -16,13 +16,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from . import fitness, git, mutation, population, selection
 from .config import Config
 from .corpus import prepare
 from .errors import DarwinError
-from .evaluator import evaluate
+from .evaluator import evaluate, remove_stale_runs
 from .operators import Operator
 from .population import ARCHIVE, LIVE
 from .selection import Genome
@@ -64,6 +65,7 @@ class Generation:
     def run(self) -> dict:
         """Run (or finish) the next generation; return its summary."""
         with git.lock(self.repo, "generation.lock", wait=False):
+            remove_stale_runs(self.repo)
             t0 = time.time()
             gens = population.generations(self.repo)
             if 0 not in gens or "summary" not in gens[0]:
@@ -145,7 +147,7 @@ class Generation:
             if child:
                 children[name] = child.sha
                 known_trees[git.tree_of(self.repo, child.sha)] = name
-                self.console.print(f"  + {name:<18} {child.operator:<24} {child.title}")
+                self.console.print(f"  + {name:<18} {child.operator:<24} {escape(child.title)}")
         return children
 
     def _make(self, g: int, slot: dict, known_trees: dict[str, str]) -> mutation.Child | None:
@@ -178,7 +180,7 @@ class Generation:
         except mutation.Rejected as e:
             mutation.record_failure(self.repo, self.cfg, parents[0], g, slot["slot"], str(e),
                                     operator if slot["kind"] == "mutation" else "crossover", patch, title)
-            self.console.print(f"  x {slot['child']:<18} {operator:<24} [red]{e}[/]")
+            self.console.print(f"  x {slot['child']:<18} {operator:<24} [red]{escape(str(e))}[/]")
             return None
         trailers = {"Darwin-Agent": agent_of(names[0]), "Darwin-Parent": " ".join(parents),
                     "Darwin-Operator": operator, "Darwin-Generation": str(g), "Darwin-Model": model,

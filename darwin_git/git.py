@@ -206,6 +206,11 @@ def worktree_add(repo: Path, path: Path, commit: str) -> None:
         git(repo, "worktree", "add", "--detach", "--force", str(path), commit)
 
 
+def worktree_paths(repo: Path) -> list[Path]:
+    out = git(repo, "worktree", "list", "--porcelain")
+    return [Path(line[len("worktree "):]) for line in out.splitlines() if line.startswith("worktree ")]
+
+
 def worktree_remove(repo: Path, path: Path) -> None:
     with lock(repo, "worktree.lock"):
         git(repo, "worktree", "remove", "--force", str(path), check=False)
