@@ -5,14 +5,20 @@ refuses hand edits on genome branches, so every genome of a run is scored alike.
 """
 from __future__ import annotations
 
+import os
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .errors import DarwinError
 from .evaluator import EvalSettings
+from .executors import KINDS, ExecutorSettings
 
 CONFIG = "darwin.toml"
+PRICES = {"gpt-4o-mini": [0.15, 0.6], "gpt-4o": [2.5, 10.0], "gpt-4.1": [2.0, 8.0], "gpt-4.1-mini": [0.4, 1.6],
+          "gpt-4.1-nano": [0.1, 0.4]}
+CHOICES = {("evolution", "operator"): ("auto", "offline", "llm"), ("llm", "target"): ("self", "other", "mixed")}
+CHOICES[("executor", "kind")] = KINDS
 
 
 @dataclass
@@ -23,14 +29,26 @@ class Evolution:
     seed: int = 1337  # drives parent choice and the offline mutator: same seed, same generation
     reevaluations: int = 1  # extra seeds run on each survivor, so fitness is a mean with a spread
     tournament: int = 2  # tournament size for parent choice
-    operator: str = "offline"  # offline | llm
+    operator: str = "auto"  # auto | offline | llm; auto = llm when [llm] model and its key (or base_url) are set
 
 
 @dataclass
 class Llm:
-    model: str = ""
-    base_url: str = ""
-    api_key_env: str = "OPENAI_API_KEY"
+    """The LLM mutator: any OpenAI-compatible endpoint. Caps apply per generation; 0 turns one off."""
+
+    model: str = ""  # e.g. "gpt-4o-mini"; empty = no LLM
+    base_url: str = ""  # e.g. http://localhost:8000/v1 for vLLM; empty = OpenAI
+    api_key_env: str = "OPENAI_API_KEY"  # the NAME of the env var holding the key; the key is never stored
+    temperature: float = 0.7
+    max_tokens: int = 4096  # per reply
+    timeout_s: float = 120.0  # per request
+    max_retries: int = 3  # on 429, 5xx, timeouts and connection errors, with exponential backoff
+    target: str = "self"  # self | other | mixed: whose memory writes a mutation of a genome
+    digest_every: int = 5  # generations between rewrites of the population's "what worked" digest
+    max_requests: int = 20
+    max_tokens_total: int = 500_000
+    max_cost_usd: float = 1.0
+    prices: dict = field(default_factory=lambda: dict(PRICES))  # model -> [USD per 1M input, per 1M output]
 
 
 @dataclass
@@ -44,6 +62,7 @@ class Notes:
 class Config:
     evolution: Evolution = field(default_factory=Evolution)
     evaluation: EvalSettings = field(default_factory=EvalSettings)
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
     llm: Llm = field(default_factory=Llm)
     notes: Notes = field(default_factory=Notes)
 
@@ -51,8 +70,13 @@ class Config:
         lines = ["# darwin-git settings. Evaluator-owned: genomes cannot change this file.", ""]
         for section, obj in asdict(self).items():
             lines.append(f"[{section}]")
-            lines += [f"{k} = {_toml_value(v)}" for k, v in obj.items()]
+            lines += [f"{k} = {_toml_value(v)}" for k, v in obj.items() if not isinstance(v, dict)]
             lines.append("")
+            for k, table in obj.items():
+                if isinstance(table, dict):  # e.g. [llm.prices], one quoted key per model
+                    lines.append(f"[{section}.{k}]")
+                    lines += [f"{_toml_value(str(name))} = {_toml_value(v)}" for name, v in table.items()]
+                    lines.append("")
         return "\n".join(lines)
 
     @classmethod
@@ -69,6 +93,14 @@ class Config:
                 if key not in known:
                     raise DarwinError(f"{where}: unknown setting [{f.name}] {key}; remove it or check its spelling")
                 default = getattr(section, key)
+                if isinstance(default, dict):
+                    setattr(section, key, {**default, **_prices(value, f"{where}: [{f.name}.{key}]")})
+                    continue
+                if isinstance(default, str) and not isinstance(value, str):
+                    raise DarwinError(f"{where}: [{f.name}] {key} must be a string, got {value!r}")
+                choices = CHOICES.get((f.name, key))
+                if choices and value not in choices:
+                    raise DarwinError(f"{where}: [{f.name}] {key} must be one of {', '.join(choices)}, got {value!r}")
                 if isinstance(default, (int, float)) and not isinstance(default, bool) \
                         and not isinstance(value, (int, float)):
                     raise DarwinError(f"{where}: [{f.name}] {key} must be a number, got {value!r}")
@@ -76,7 +108,29 @@ class Config:
         return cfg
 
 
+def resolved_operator(cfg: Config) -> str:
+    """The operator generations use: "auto" picks the LLM only when it can be reached (a key, or a local URL)."""
+    if cfg.evolution.operator != "auto":
+        return cfg.evolution.operator
+    llm = cfg.llm
+    return "llm" if llm.model and (os.environ.get(llm.api_key_env or "") or llm.base_url) else "offline"
+
+
+def _prices(value, where: str) -> dict:
+    """A [llm.prices] table: model -> [USD per 1M input tokens, USD per 1M output tokens]."""
+    if not isinstance(value, dict):
+        raise DarwinError(f'{where} must be a table of "model" = [input USD/1M, output USD/1M]')
+    for model, pair in value.items():
+        if not (isinstance(pair, list) and len(pair) == 2
+                and all(isinstance(x, (int, float)) and not isinstance(x, bool) and x >= 0 for x in pair)):
+            raise DarwinError(f"{where} {model!r} must be [input USD per 1M tokens, output USD per 1M tokens], "
+                              f"got {pair!r}")
+    return {model: [float(x) for x in pair] for model, pair in value.items()}
+
+
 def _toml_value(v) -> str:
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):

@@ -150,10 +150,11 @@ def mutation_note(proposal: Proposal, generation: int, author: str, target: str)
 
 
 def record_failure(repo: Path, cfg: Config, parent: str, generation: int, slot: int, reason: str,
-                   operator: str, patch: str = "", title: str = "") -> None:
+                   operator: str, patch: str = "", title: str = "", usage: dict | None = None) -> None:
     """Failures are kept, not dropped: a JSON line on the parent under the failures notes ref."""
     git.note_append_jsonl(repo, cfg.notes.failures, parent, {
         "generation": generation, "slot": slot, "reason": reason, "operator": operator, "title": title,
+        "usage": usage or {}, "cost_usd": (usage or {}).get("cost_usd", 0.0),
         "patch": patch, "patch_sha256": hashlib.sha256(patch.encode()).hexdigest() if patch else "",
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })

@@ -24,8 +24,8 @@ ARCHIVE = "refs/darwin/archive/"
 GENERATIONS = "refs/darwin/generations"
 NAMES = ("ada", "bo", "cy", "dee", "eli", "fay", "gus", "hal", "ivy", "jo", "kit", "lu", "max", "ned",
          "oz", "pia", "quin", "ros", "sol", "tam", "uma", "vic", "wes", "xia", "yuri", "zoe")
-TRAILERS = ("Darwin-Agent", "Darwin-Parent", "Darwin-Operator", "Darwin-Generation", "Darwin-Model",
-            "Darwin-Slot")
+TRAILERS = ("Darwin-Agent", "Darwin-Author", "Darwin-Parent", "Darwin-Operator", "Darwin-Generation",
+            "Darwin-Model", "Darwin-Slot")
 
 
 def _asset_dir(name: str) -> Path:
@@ -35,6 +35,11 @@ def _asset_dir(name: str) -> Path:
         if candidate.is_dir():
             return candidate
     raise DarwinError(f"darwin-git is installed without its {name}/ folder; reinstall it")
+
+
+def agent_of(name: str) -> str:
+    """The agent (lineage) a branch belongs to: 'ada-g3-1' -> 'ada'."""
+    return name.split("-g", 1)[0]
 
 
 def agent_names(n: int) -> list[str]:

@@ -5,11 +5,12 @@ Every read is batched (for-each-ref, notes list + cat-file --batch, one `git log
 """
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 
 from . import fitness, git, mutation, population
-from .config import Config
+from .config import Config, resolved_operator
 from .errors import DarwinError
 from .population import ARCHIVE, LIVE
 from .selection import Genome, within_noise
@@ -49,11 +50,30 @@ def leaderboard(repo: Path, cfg: Config, include_archive: bool = False) -> dict:
     distinct = list(first.values())
     gens = population.generations(repo)
     return {
-        "repo": repo.name, "operator": cfg.evolution.operator,
+        "repo": repo.name, "operator": resolved_operator(cfg), "model": cfg.llm.model,
+        "usage": llm_usage(repo, cfg),
         "generation": max((g for g, d in gens.items() if "summary" in d), default=-1),
         "lead_within_noise": len(distinct) > 1 and within_noise(distinct[0], distinct[1]),
         "genomes": rows,
     }
+
+
+def llm_usage(repo: Path, cfg: Config) -> dict:
+    """Tokens, requests and cost summed over every mutation note and every failed proposal."""
+    total = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0, "cost_usd": 0.0}
+    notes = []
+    for text in git.notes_all(repo, cfg.notes.mutation).values():
+        try:
+            notes.append(json.loads(text))
+        except ValueError:
+            continue
+    for note in notes + mutation.failures(repo, cfg):
+        usage = note.get("usage") if isinstance(note.get("usage"), dict) else {}
+        for key in ("prompt_tokens", "completion_tokens", "requests"):
+            total[key] += int(usage.get(key) or 0)
+        total["cost_usd"] += float(note.get("cost_usd") or 0.0)
+    total["cost_usd"] = round(total["cost_usd"], 6)
+    return total
 
 
 def resolve_genome(repo: Path, name: str) -> tuple[str, str]:

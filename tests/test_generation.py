@@ -31,7 +31,7 @@ class ScriptedLlm:
     def __init__(self, patches: list[str]):
         self.patches, self.calls = patches, 0
 
-    def propose(self, files, memory, inspiration, rng) -> Proposal:
+    def propose(self, files, memory, inspiration, rng, check=None) -> Proposal:
         assert {"train.py", "model.py"} <= set(files)
         patch = self.patches[self.calls]
         self.calls += 1

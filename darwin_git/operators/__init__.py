@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Callable, Protocol
+
+Check = Callable[[str], str | None]  # patch -> why it cannot become a commit, or None if it can
 
 
 @dataclass
@@ -22,7 +24,20 @@ class Proposal:
     prompt_digest: str = ""  # sha256 of the prompt, so the exact input can be matched later
 
 
+class OperatorError(Exception):
+    """The operator could not propose (endpoint down, cost cap, unusable reply); the message is the
+    recorded reason and `patch` whatever text it did get, kept with the failure."""
+
+    def __init__(self, reason: str, patch: str = ""):
+        super().__init__(reason)
+        self.patch = patch
+
+
 class Operator(Protocol):
     def propose(self, files: dict[str, str], memory: str, inspiration: list[str],
-                rng: random.Random) -> Proposal | None:
-        """Return a change to `files` (path -> text of the parent genome), or None if nothing applies."""
+                rng: random.Random, check: Check | None = None) -> Proposal | None:
+        """Return a change to `files` (path -> text of the parent genome), or None if nothing applies.
+
+        `check(patch)` says whether a patch would become a commit, so an operator that can revise
+        (an LLM) gets one chance to repair it; the harness validates the final proposal regardless.
+        """

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from . import Proposal
+from . import Check, Proposal
 
 STRUCTURAL_SHARE = 0.6  # chance that a named recipe is tried before a random knob perturbation
 
@@ -458,18 +458,19 @@ RECIPES: list[Recipe | Perturbation] = [*CATALOGUE, PERTURBATION]
 
 
 def unified_diff(old_files: Files, new_files: Files) -> str:
-    """A git-style unified diff of every file that changed (new texts end with a newline)."""
+    """A git-style unified diff of every file that changed or is new (new texts end with a newline)."""
     chunks = []
     for path in sorted(new_files):
-        old, new = old_files.get(path, ""), new_files[path]
+        old, new, created = old_files.get(path, ""), new_files[path], path not in old_files
         if not new.endswith("\n"):
             new += "\n"
         lines = difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
-                                     fromfile=f"a/{path}", tofile=f"b/{path}")
+                                     fromfile="/dev/null" if created else f"a/{path}", tofile=f"b/{path}")
         body = "".join(line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
                        for line in lines)
         if body:
-            chunks.append(f"diff --git a/{path} b/{path}\n{body}")
+            mode = "new file mode 100644\n" if created else ""
+            chunks.append(f"diff --git a/{path} b/{path}\n{mode}{body}")
     return "".join(chunks)
 
 
@@ -477,7 +478,7 @@ class OfflineMutator:
     """Proposes one catalogue recipe or knob perturbation, chosen with the caller's rng."""
 
     def propose(self, files: Files, memory: str, inspiration: list[str],
-                rng: random.Random) -> Proposal | None:
+                rng: random.Random, check: Check | None = None) -> Proposal | None:
         named = list(CATALOGUE)
         rng.shuffle(named)
         named.sort(key=lambda r: r.title in memory)  # recipes already tried go last

@@ -1,0 +1,370 @@
+"""What an operator is shown besides the code: its author's scored trajectory, the population's
+best changes, and the population's "what worked" digest.
+
+Everything is read back from git (commits, trailers, notes, the generations log) in a fixed
+number of git processes, whatever the population size: memory survives kills, travels with the
+repo, and `darwin-git memory <agent>` prints exactly what a model was shown.
+"""
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from dataclasses import dataclass
+from itertools import zip_longest
+from pathlib import Path
+from typing import Callable
+
+from . import fitness, git, mutation, population, tokens
+from .config import Config
+from .population import ARCHIVE, LIVE, agent_of
+
+DIGEST = "refs/darwin/digest"  # a commit chain; each tree holds digest.md
+MEMORY_TOKENS = 2000  # default budget of one agent's memory
+REASONING_CHARS = 400
+REASON_CHARS = 240
+INSPIRATION = 3  # best improvements shown in every prompt
+DIFF_LINES = 40
+
+
+# ---- the history, read from git in one batch ------------------------------------------------------
+
+@dataclass
+class Change:
+    """A child commit with its own score and its parent's."""
+
+    sha: str
+    name: str  # branch (living or archived) that points at it
+    agent: str  # Darwin-Agent: the lineage
+    author: str  # Darwin-Author: whose memory wrote it (the agent itself before cross-agent mutation)
+    generation: int
+    slot: int
+    operator: str
+    title: str
+    reasoning: str
+    parent: str
+    before: float | None  # parent's fitness
+    after: float | None  # own fitness; None when unevaluated or failed
+    status: str  # "" when not evaluated yet
+    detail: str  # spread over runs, or where and why it failed
+    alive: bool
+
+    @property
+    def delta(self) -> float | None:
+        return None if self.after is None or self.before is None else self.after - self.before
+
+
+@dataclass
+class Attempt:
+    """A proposal that never became a commit (recorded under the failures notes ref on its parent)."""
+
+    generation: int
+    slot: int
+    parent_name: str
+    author: str
+    operator: str
+    title: str
+    reason: str
+
+
+@dataclass
+class History:
+    changes: list[Change]
+    attempts: list[Attempt]
+    baseline: float | None  # the template's fitness
+
+
+def history(repo: Path, cfg: Config) -> History:
+    """Every darwin commit (living and archived) with scores, and every failed attempt: ~12 git processes."""
+    living, archived = population.living(repo), population.archived(repo)
+    names = {sha: n for n, sha in archived.items()} | {sha: n for n, sha in living.items()}
+    shas = git.git(repo, "rev-list", f"--glob={LIVE}*", f"--glob={ARCHIVE}*").split()
+    info = population.commit_info(repo, shas)
+    docs = fitness.all_fitness(repo, cfg.notes.fitness)
+    notes = _json_notes(repo, cfg.notes.mutation)
+    live_shas = set(living.values())
+
+    def score(sha: str) -> float | None:
+        return docs.get(sha, {}).get("fitness")
+
+    changes, baseline = [], None
+    for sha in shas:
+        ci = info.get(sha)
+        if ci is None:
+            continue
+        if not ci.parents:
+            baseline = score(sha)
+        t = ci.trailers
+        if "Darwin-Agent" not in t:
+            continue
+        doc = docs.get(sha, {})
+        changes.append(Change(
+            sha=sha, name=names.get(sha, sha[:10]), agent=t["Darwin-Agent"],
+            author=t.get("Darwin-Author", t["Darwin-Agent"]), generation=_int(t.get("Darwin-Generation")),
+            slot=_int(t.get("Darwin-Slot")), operator=t.get("Darwin-Operator", ""), title=ci.subject,
+            reasoning=notes.get(sha, {}).get("reasoning") or ci.body.split("\n\nDarwin-")[0],
+            parent=ci.parents[0] if ci.parents else "", before=score(ci.parents[0]) if ci.parents else None,
+            after=doc.get("fitness"), status=doc.get("status", ""), detail=_detail(doc), alive=sha in live_shas))
+    changes.sort(key=lambda c: (c.generation, c.slot))
+
+    plans = {g: d["plan"] for g, d in population.generations(repo).items() if "plan" in d}
+    attempts = []
+    for f in mutation.failures(repo, cfg):
+        slot = next((s for s in plans.get(f["generation"], {}).get("slots", []) if s["slot"] == f["slot"]), None)
+        parent_name = slot["parents"][0]["name"] if slot else names.get(f["parent"], f["parent"][:10])
+        author = (slot.get("author") or agent_of(slot["child"])) if slot else agent_of(parent_name)
+        attempts.append(Attempt(f["generation"], f["slot"], parent_name, author, f.get("operator", ""),
+                                f.get("title", ""), f.get("reason", "")))
+    attempts.sort(key=lambda a: (a.generation, a.slot))
+    return History(changes, attempts, baseline)
+
+
+def _json_notes(repo: Path, ref: str) -> dict[str, dict]:
+    out = {}
+    for sha, text in git.notes_all(repo, ref).items():
+        try:
+            out[sha] = json.loads(text)
+        except ValueError:
+            continue  # a hand-written note is not ours to interpret
+    return out
+
+
+def _int(value: str | None) -> int:
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
+def _detail(doc: dict) -> str:
+    """Spread for a scored genome; stage and first error line for a failed one."""
+    if not doc:
+        return ""
+    if doc.get("status") == "ok":
+        return f"±{doc.get('spread', 0.0):.4f} over {doc['n']} runs" if doc.get("n", 0) > 1 else ""
+    bad = next((r for r in doc.get("runs", []) if r.get("status") != "ok"), {})
+    error = (bad.get("error") or "").strip().splitlines()
+    return f"at {bad.get('stage', '?')}" + (f": {_short(error[-1], REASON_CHARS)}" if error else "")
+
+
+def _short(text: str, limit: int) -> str:
+    text = re.sub(r"\s+", " ", text).strip()
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _bpb(x: float | None) -> str:
+    return "?" if x is None else f"{x:.4f}"
+
+
+# ---- one agent's memory ---------------------------------------------------------------------------
+
+@dataclass
+class _Entry:
+    order: tuple[int, int]
+    text: str
+    after: float | None  # for "best"
+    badness: float  # for "worst": failures first, then the largest regressions
+    tokens: int = 0
+
+
+def _change_entry(c: Change, author: str) -> _Entry:
+    where = f" (on {c.agent}'s lineage)" if c.agent != author else ""
+    fate = "alive" if c.alive else "pruned"
+    if c.after is not None:
+        d = c.delta
+        verdict = "" if d is None else f" ({d:+.4f}, {'better' if d < 0 else 'worse' if d > 0 else 'no change'})"
+        score = f"{_bpb(c.before)} -> {_bpb(c.after)} bpb{verdict}" + (f", {c.detail}" if c.detail else "")
+        badness = d if d is not None else 0.0
+    elif c.status:
+        score, badness = f"{_bpb(c.before)} -> {c.status} {c.detail}".rstrip(), float("inf")
+    else:
+        score, badness = f"{_bpb(c.before)} -> not evaluated yet", float("-inf")
+    text = (f"- g{c.generation} {c.name}{where} [{c.operator}] \"{c.title}\": {score}; {fate}\n"
+            f"  reasoning: {_short(c.reasoning, REASONING_CHARS)}\n")
+    return _Entry((c.generation, c.slot), text, c.after, badness)
+
+
+def _attempt_entry(a: Attempt) -> _Entry:
+    title = f" \"{a.title}\"" if a.title else ""
+    text = (f"- g{a.generation} slot {a.slot} from {a.parent_name} [{a.operator}]{title}: FAILED before "
+            f"training: {_short(a.reason, REASON_CHARS)}\n")
+    return _Entry((a.generation, a.slot), text, None, float("inf"))
+
+
+def _select(entries: list[_Entry], budget: int) -> list[_Entry]:
+    """Entries that fit `budget` tokens, taking the most recent, the best and the worst in turn."""
+    if sum(e.tokens for e in entries) <= budget:
+        return entries
+    recent = sorted(entries, key=lambda e: e.order, reverse=True)
+    best = sorted((e for e in entries if e.after is not None), key=lambda e: e.after)
+    worst = sorted(entries, key=lambda e: e.badness, reverse=True)
+    chosen, used = set(), 0
+    for trio in zip_longest(recent, best, worst):
+        for e in trio:
+            if e is not None and id(e) not in chosen and used + e.tokens <= budget:
+                chosen.add(id(e))
+                used += e.tokens
+    return [e for e in entries if id(e) in chosen]
+
+
+def agent_memory(repo: Path, cfg: Config, agent: str, budget_tokens: int = MEMORY_TOKENS,
+                 hist: History | None = None) -> str:
+    """The agent's scored trajectory, oldest first, trimmed to the most informative entries."""
+    hist = hist or history(repo, cfg)
+    entries = [_change_entry(c, agent) for c in hist.changes if c.author == agent]
+    entries += [_attempt_entry(a) for a in hist.attempts if a.author == agent]
+    entries.sort(key=lambda e: e.order)
+    for e in entries:
+        e.tokens = tokens.count(e.text)
+    kept = _select(entries, budget_tokens)
+    head = [f"# Memory of agent {agent}: its scored trajectory",
+            "Every change this agent wrote and every attempt of its that failed before training, oldest first. "
+            "Fitness is test bits per byte, lower is better; \"a -> b\" is the parent's score, then the child's. "
+            f"The template scored {_bpb(hist.baseline)}."]
+    if len(kept) < len(entries):
+        head.append(f"{len(entries) - len(kept)} of {len(entries)} entries are left out to fit about {budget_tokens} "
+                    "tokens; kept: the best, the worst and the most recent.")
+    body = "".join(e.text for e in kept) or "(no history yet: this is the agent's first change)\n"
+    text = "\n".join(head) + "\n" + body
+    return text + f"(This memory is about {tokens.count(text)} tokens, {tokens.method()}.)\n"
+
+
+# ---- the population: best changes and the digest ---------------------------------------------------
+
+def improvements(hist: History) -> list[Change]:
+    """Changes that beat their parent, best first, one per title."""
+    better = sorted((c for c in hist.changes if c.delta is not None and c.delta < 0), key=lambda c: c.delta)
+    seen, out = set(), []
+    for c in better:
+        if c.title not in seen:
+            seen.add(c.title)
+            out.append(c)
+    return out
+
+
+def inspiration(repo: Path, cfg: Config, k: int = INSPIRATION, hist: History | None = None) -> list[str]:
+    """The population's k best improvements: title, fitness change, and a short diff (one git process)."""
+    best = improvements(hist or history(repo, cfg))[:k]
+    if not best:
+        return []
+    out = git.git(repo, "diff-tree", "--stdin", "-p", "--format=%x1e%H",
+                  input="".join(f"{c.sha} {c.parent}\n" for c in best))
+    diffs = {}
+    for record in out.split("\x1e")[1:]:
+        sha, _, diff = record.partition("\n")
+        lines = diff.strip("\n").splitlines()
+        more = f"\n... ({len(lines) - DIFF_LINES} more lines)" if len(lines) > DIFF_LINES else ""
+        diffs[sha] = "\n".join(lines[:DIFF_LINES]) + more
+    return [f"# Best change {i} in the population: {c.title}\n{c.name}, generation {c.generation}, {c.operator}, "
+            f"by {c.author}: {_bpb(c.before)} -> {_bpb(c.after)} bpb ({c.delta:+.4f})\n"
+            f"```diff\n{diffs.get(c.sha, '')}\n```" for i, c in enumerate(best, 1)]
+
+
+def _failure_reasons(hist: History) -> Counter:
+    """Failures grouped by kind: the reason's lead ("patch does not apply") or the training status and stage."""
+    reasons = Counter(a.reason.split(":", 1)[0].strip()[:80] for a in hist.attempts)
+    reasons.update(f"{c.status} {c.detail.split(':', 1)[0]}".strip() for c in hist.changes
+                   if c.status and c.status != "ok")
+    return reasons
+
+
+def evidence(hist: History) -> str:
+    """The fitness evidence a digest is written from: best and worst changes, commonest failures."""
+    scored = [c for c in hist.changes if c.delta is not None]
+    worst = sorted((c for c in scored if c.delta > 0), key=lambda c: -c.delta)
+    lines = [f"# Evidence: {len(scored)} changes scored against their parent, {len(hist.attempts)} proposals "
+             f"failed before training; template {_bpb(hist.baseline)} bpb",
+             "## Biggest improvements (test bpb, child minus parent)"]
+    lines += [f"- {c.delta:+.4f} {c.title} [{c.operator}] ({c.name}, g{c.generation})"
+              for c in improvements(hist)[:8]] or ["- none yet"]
+    lines.append("## Biggest regressions")
+    lines += [f"- {c.delta:+.4f} {c.title} [{c.operator}] ({c.name}, g{c.generation})" for c in worst[:5]] or ["- none"]
+    lines.append("## Most common failures")
+    lines += [f"- {n}x {reason}" for reason, n in _failure_reasons(hist).most_common(6)] or ["- none"]
+    return "\n".join(lines) + "\n"
+
+
+def offline_digest(hist: History, generation: int) -> str:
+    """A deterministic digest: which kinds of change helped, which did not, and what fails most."""
+    tally: dict[str, list[float]] = {}
+    for c in hist.changes:
+        if c.delta is not None and c.operator != "crossover":
+            tally.setdefault(c.title, []).append(c.delta)
+    helped = sorted((t for t in tally if min(tally[t]) < 0), key=lambda t: min(tally[t]))
+    hurt = sorted((t for t in tally if min(tally[t]) >= 0), key=lambda t: -max(tally[t]))
+    lines = [f"Digest as of generation {generation}, built from the fitness notes (deterministic).",
+             "Worked (improved on the parent):"]
+    lines += [f"- {t}: better in {sum(d < 0 for d in tally[t])} of {len(tally[t])}, best {min(tally[t]):+.4f} bpb"
+              for t in helped[:8]] or ["- nothing yet"]
+    lines.append("Did not work (never better than the parent):")
+    lines += [f"- {t}: worst {max(tally[t]):+.4f} bpb" for t in hurt[:6]] or ["- nothing yet"]
+    lines.append("Most common failures:")
+    lines += [f"- {n}x {reason}" for reason, n in _failure_reasons(hist).most_common(5)] or ["- none"]
+    return "\n".join(lines) + "\n"
+
+
+def _digest_text(repo: Path) -> str:
+    """The current digest.md, or "" before the first one is written."""
+    return (git.read_file(repo, DIGEST, "digest.md") or "") if git.exists(repo, DIGEST) else ""
+
+
+def population_digest(repo: Path, cfg: Config) -> str:
+    """The "what worked" digest as every prompt shows it."""
+    text = _digest_text(repo).strip()
+    return (f"# What worked in the population (digest, rewritten every {max(1, cfg.llm.digest_every)} "
+            "generations)\n" + (text or "(no digest yet: it is written once there is fitness evidence)") + "\n")
+
+
+def digest_generation(repo: Path) -> int | None:
+    if not git.exists(repo, DIGEST):
+        return None
+    return _int(git.git(repo, "log", "-1", "--format=%(trailers:key=Darwin-Digest-Generation,valueonly)",
+                        DIGEST).strip())
+
+
+def write_digest(repo: Path, text: str, generation: int, source: str) -> None:
+    """Add a digest commit: objects first, then a compare-and-swap move of refs/darwin/digest."""
+    old = git.resolve(repo, DIGEST) if git.exists(repo, DIGEST) else ""
+    blob = git.git(repo, "hash-object", "-w", "--stdin", input=text).strip()
+    tree = git.git(repo, "mktree", input=f"100644 blob {blob}\tdigest.md\n").strip()
+    message = (f"digest as of generation {generation} ({source})\n\n"
+               f"Darwin-Digest-Generation: {generation}\nDarwin-Digest-Source: {source}\n")
+    commit = git.commit_tree(repo, tree, [old] if old else [], message)
+    git.update_ref(repo, DIGEST, commit, old=old, message=f"darwin-git: digest g{generation}")
+
+
+def refresh_digest(repo: Path, cfg: Config, generation: int,
+                   summarize: Callable[[str, str], str] | None = None) -> str | None:
+    """Rewrite the digest when `digest_every` generations have passed (or none exists yet and evidence does).
+
+    `summarize(evidence, previous digest)` is the LLM's rewrite; without it, or when it fails, the
+    deterministic digest is written. Returns the source written ("llm" or "offline"), None if not due.
+    """
+    last = digest_generation(repo)
+    if last is not None and generation - last < max(1, cfg.llm.digest_every):
+        return None
+    hist = history(repo, cfg)
+    if not any(c.status for c in hist.changes) and not hist.attempts:
+        return None  # nothing evaluated yet: no evidence to digest
+    text, source = offline_digest(hist, generation), "offline"
+    if summarize is not None:
+        from .operators import OperatorError
+
+        try:
+            text, source = summarize(evidence(hist), _digest_text(repo)).strip() + "\n", "llm"
+        except OperatorError:
+            pass  # the deterministic digest stands in; the next due generation tries again
+    write_digest(repo, text, generation, source)
+    return source
+
+
+def context(repo: Path, cfg: Config, author: str, budget_tokens: int = MEMORY_TOKENS) -> tuple[str, list[str]]:
+    """(memory, inspiration) handed to `propose` for a mutation written by `author`.
+
+    Memory is the author's own trajectory (the offline mutator reads it as "already tried");
+    inspiration is what the population learned: the digest, then the best improvements with their
+    diffs. One history read serves both.
+    """
+    hist = history(repo, cfg)
+    return (agent_memory(repo, cfg, author, budget_tokens, hist),
+            [population_digest(repo, cfg), *inspiration(repo, cfg, hist=hist)])

@@ -1,0 +1,183 @@
+"""Agent memory, inspiration and the population digest, read back from real git repos.
+
+The histories here are written with the same calls a generation makes (commit_child, fitness
+notes, failure notes, the generations log); only the scores are chosen by the test instead of
+trained, so the trajectories are exact and the tests take seconds.
+"""
+from __future__ import annotations
+
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from darwin_git import fitness, memory, mutation, population, tokens
+from darwin_git.config import Config
+from darwin_git.operators import Proposal
+from darwin_git.operators.llm import LlmOperator
+from darwin_git.operators.offline import unified_diff
+from darwin_git.population import init_repo
+
+from .conftest import evo_config, git
+from .openai_stub import Endpoint
+
+
+class History:
+    """Builds a scored history in a fresh evolution repo: children, scores, failed attempts, plans."""
+
+    def __init__(self, path: Path, corpus_file: Path):
+        self.repo, self.cfg = path, evo_config(corpus_file)
+        init_repo(path, self.cfg)
+        self.root = git(path, "rev-parse", "darwin/ada").strip()
+        self.score(self.root, 2.0)
+        self.plans: dict[int, list[dict]] = {}
+
+    def score(self, sha: str, bpb: float | None, error: str = "") -> None:
+        status = "ok" if bpb is not None else "crashed"
+        fitness.add_run(self.repo, {"commit": sha, "seed": 1, "status": status, "stage": "done" if bpb else "smoke",
+                                    "test_bpb": bpb, "error": error}, self.cfg.notes.fitness)
+
+    def child(self, parent: str, name: str, author: str, g: int, slot: int, title: str, knob: str,
+              bpb: float | None, error: str = "") -> str:
+        files = {"train.py": git(self.repo, "show", f"{parent}:train.py")}
+        old = next(line for line in files["train.py"].splitlines() if line.startswith(knob.split(" =")[0] + " ="))
+        patch = unified_diff(files, {"train.py": files["train.py"].replace(old + "\n", knob + "\n", 1)})
+        tree = mutation.apply(self.repo, parent, patch)
+        agent = population.agent_of(name)
+        proposal = Proposal(title, f"Reasoning for {title}.", patch, "llm", "stub-model",
+                            {"prompt_tokens": 100, "completion_tokens": 20, "requests": 1, "cost_usd": 0.001})
+        trailers = {"Darwin-Agent": agent, "Darwin-Author": author, "Darwin-Parent": parent, "Darwin-Operator": "llm",
+                    "Darwin-Generation": str(g), "Darwin-Slot": str(slot)}
+        sha = mutation.commit_child(self.repo, self.cfg, name, tree, [parent], title, proposal.reasoning, trailers,
+                                    mutation.mutation_note(proposal, g, author, agent)).sha
+        self.plans.setdefault(g, []).append({"slot": slot, "child": name, "author": author,
+                                             "parents": [{"name": agent, "sha": parent}], "kind": "mutation"})
+        if bpb is not None or error:
+            self.score(sha, bpb, error)
+        return sha
+
+    def failed(self, parent: str, target: str, author: str, g: int, slot: int, reason: str) -> None:
+        mutation.record_failure(self.repo, self.cfg, parent, g, slot, reason, "llm", "not a diff", "A failed idea")
+        self.plans.setdefault(g, []).append({"slot": slot, "child": f"{target}-g{g}-{slot}", "author": author,
+                                             "parents": [{"name": target, "sha": parent}], "kind": "mutation"})
+
+    def record_plans(self) -> None:
+        for g, slots in sorted(self.plans.items()):
+            population.record_generation(self.repo, g, "plan", {"generation": g, "slots": slots}, f"g{g} plan")
+
+
+@pytest.fixture
+def story(tmp_path, corpus_file) -> History:
+    """ada improves, regresses, crashes and fails once; bo improves; ada also writes one change on bo's line."""
+    h = History(tmp_path / "evo", corpus_file)
+    a1 = h.child(h.root, "ada-g1-0", "ada", 1, 0, "Raise the learning rate", "learning_rate = 3e-3", 1.9)
+    h.child(h.root, "bo-g1-1", "bo", 1, 1, "Halve the warmup", "warmup_steps = 25", 1.95)
+    h.child(a1, "ada-g2-0", "ada", 2, 0, "Double the batch", "batch_size = 32", 2.05)
+    h.child(a1, "ada-g2-1", "ada", 2, 1, "Deeper model", "n_layer = 6", None, "RuntimeError: boom in forward")
+    h.failed(a1, "ada", "ada", 3, 0, "patch does not apply: error: train.py: patch does not apply")
+    h.child(h.root, "bo-g3-1", "ada", 3, 1, "Lower beta2", "beta2 = 0.9", 1.97)
+    h.record_plans()
+    return h
+
+
+def test_memory_is_the_authors_scored_trajectory_oldest_first(story):
+    text = memory.agent_memory(story.repo, story.cfg, "ada")
+    lines = [line for line in text.splitlines() if line.startswith("- ")]
+    assert [line.split()[2] for line in lines] == ["ada-g1-0", "ada-g2-0", "ada-g2-1", "slot", "bo-g3-1"]
+    assert "2.0000 -> 1.9000 bpb (-0.1000, better)" in lines[0] and "Raise the learning rate" in lines[0]
+    assert "1.9000 -> 2.0500 bpb (+0.1500, worse)" in lines[1]
+    assert "crashed at smoke: RuntimeError: boom in forward" in lines[2]
+    assert "FAILED before training: patch does not apply" in lines[3]
+    assert "(on bo's lineage)" in lines[4] and "2.0000 -> 1.9700" in lines[4]
+    assert "Reasoning for Raise the learning rate." in text  # from the mutation note
+    assert "Halve the warmup" not in text  # bo's own change is bo's memory, not ada's
+    assert "The template scored 2.0000" in text and tokens.method() in text
+    bo = memory.agent_memory(story.repo, story.cfg, "bo")
+    assert "Halve the warmup" in bo and "Lower beta2" not in bo
+
+
+def test_memory_over_budget_keeps_the_best_the_worst_and_the_most_recent(tmp_path, corpus_file):
+    h = History(tmp_path / "evo", corpus_file)
+    scores = [1.99, 1.98, 1.7, 1.97, 1.96, 2.6, 1.95, 1.94, 1.93, 1.92, 1.91, 1.9]  # best: #2, worst: #5
+    parent = h.root
+    for g, bpb in enumerate(scores, 1):
+        parent = h.child(parent, f"ada-g{g}-0", "ada", g, 0, f"Change number {g}", f"learning_rate = {g}e-3", bpb)
+    full = memory.agent_memory(h.repo, h.cfg, "ada", budget_tokens=100_000)
+    short = memory.agent_memory(h.repo, h.cfg, "ada", budget_tokens=tokens.count(full) // 3)
+    kept = [line.split()[2] for line in short.splitlines() if line.startswith("- ")]
+    assert 3 <= len(kept) < len(scores)
+    assert {"ada-g3-0", "ada-g6-0", "ada-g12-0"} <= set(kept)  # best, worst, most recent
+    assert kept == sorted(kept, key=lambda n: int(n.split("-g")[1].split("-")[0]))  # still oldest first
+    assert f"{len(scores) - len(kept)} of {len(scores)} entries are left out" in short
+
+
+def _git_processes(fn) -> int:
+    """How many git processes `fn` starts (every git call in darwin_git goes through subprocess.run)."""
+    count, real = 0, subprocess.run
+
+    def counting(args, *a, **kw):
+        nonlocal count
+        count += args[0] == "git"
+        return real(args, *a, **kw)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(subprocess, "run", counting)
+        fn()
+    return count
+
+
+def test_reads_are_batched_whatever_the_history_size(tmp_path, corpus_file):
+    h = History(tmp_path / "evo", corpus_file)
+    parent = h.root
+    counts = []
+    for g in range(1, 13):
+        parent = h.child(parent, f"ada-g{g}-0", "ada", g, 0, f"Change {g}", f"learning_rate = {g}e-3", 2 - g / 100)
+        if g in (2, 12):
+            counts.append(_git_processes(lambda: memory.context(h.repo, h.cfg, "ada")))
+    assert counts[0] == counts[1] <= 20
+
+
+def test_inspiration_is_the_best_improvements_with_their_diffs(story):
+    best = memory.inspiration(story.repo, story.cfg)
+    assert [entry.splitlines()[0] for entry in best] == [
+        "# Best change 1 in the population: Raise the learning rate",
+        "# Best change 2 in the population: Halve the warmup",
+        "# Best change 3 in the population: Lower beta2"]
+    assert "2.0000 -> 1.9000 bpb (-0.1000)" in best[0]
+    assert "-learning_rate = 2e-3\n+learning_rate = 3e-3" in best[0] and "```diff" in best[0]
+
+
+def test_offline_digest_is_a_commit_chain_refreshed_every_n_generations(story):
+    cfg = story.cfg
+    cfg.llm = replace(cfg.llm, digest_every=3)
+    assert memory.population_digest(story.repo, cfg).endswith("(no digest yet: it is written once there is "
+                                                              "fitness evidence)\n")
+    assert memory.refresh_digest(story.repo, cfg, 4) == "offline"
+    digest = git(story.repo, "show", "refs/darwin/digest:digest.md")
+    assert "Raise the learning rate: better in 1 of 1, best -0.1000 bpb" in digest
+    assert "Double the batch: worst +0.1500 bpb" in digest
+    assert "1x patch does not apply" in digest and "1x crashed at smoke" in digest
+    assert memory.refresh_digest(story.repo, cfg, 5) is None  # not due yet
+    assert memory.refresh_digest(story.repo, cfg, 7) == "offline"
+    assert git(story.repo, "rev-list", "--count", "refs/darwin/digest").strip() == "2"
+    assert "Darwin-Digest-Generation: 7" in git(story.repo, "log", "-1", "--format=%B", "refs/darwin/digest")
+    _, inspiration = memory.context(story.repo, cfg, "ada")
+    latest = git(story.repo, "show", "refs/darwin/digest:digest.md")
+    assert inspiration[0].startswith("# What worked in the population") and latest.strip() in inspiration[0]
+
+
+def test_llm_digest_and_its_fallback_when_the_endpoint_fails(story):
+    cfg: Config = story.cfg
+    llm = replace(cfg.llm, model="stub-model", timeout_s=2.0, max_retries=0)
+    with Endpoint([{"content": "- Worked: higher learning rate (-0.10 bpb)."}]) as endpoint:
+        operator = LlmOperator(replace(llm, base_url=endpoint.url))
+        assert memory.refresh_digest(story.repo, cfg, 5, operator.digest) == "llm"
+    evidence = endpoint.messages(0)[1]["content"]
+    assert "## Biggest improvements" in evidence and "-0.1000 Raise the learning rate" in evidence
+    assert git(story.repo, "show", "refs/darwin/digest:digest.md") == "- Worked: higher learning rate (-0.10 bpb).\n"
+
+    dead = LlmOperator(replace(llm, base_url="http://127.0.0.1:9/v1"))  # nothing listens on the discard port
+    assert memory.refresh_digest(story.repo, cfg, 10, dead.digest) == "offline"
+    log = git(story.repo, "log", "--format=%(trailers:key=Darwin-Digest-Source,valueonly)", "refs/darwin/digest")
+    assert log.split() == ["offline", "llm"]
