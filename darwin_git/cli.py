@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -130,26 +131,45 @@ def init(directory, population, offspring, data, tokenizer, budget, device, seed
     console.print(f"next: cd {directory} && darwin-git evolve -g 3")
 
 
+def executor_options(fn):
+    """--executor/--slots/--address: where this run's evaluations go, overriding [executor] in darwin.toml."""
+    fn = click.option("--address", help="Ray cluster to join: auto or ray://host:10001 (implies --executor ray).")(fn)
+    fn = click.option("--slots", type=click.IntRange(1), help="Evaluations at once (default: 1 on CPU, "
+                      "one per GPU x [executor] per_device, Ray: what the cluster fits).")(fn)
+    return click.option("--executor", "kind", type=click.Choice(["local", "ray"]),
+                        help="Evaluate on this machine's slots or on a Ray cluster.")(fn)
+
+
+def with_executor(cfg: config_mod.Config, kind: str | None, slots: int | None, address: str | None) -> None:
+    overrides = {k: v for k, v in dict(kind=kind or ("ray" if address else None), slots=slots,
+                                        address=address).items() if v is not None}
+    cfg.executor = replace(cfg.executor, **overrides)
+
+
 @main.command()
+@executor_options
 @repo_option
 @one_line_errors
-def generation(repo_dir) -> None:
+def generation(kind, slots, address, repo_dir) -> None:
     """Run one generation (or finish an interrupted one): breed, evaluate, select, prune."""
     from .generation import Generation
 
     repo, cfg = evolution_repo(repo_dir)
+    with_executor(cfg, kind, slots, address)
     print_summary(Generation(repo, cfg, console).run())
 
 
 @main.command()
 @click.option("-g", "--generations", type=click.IntRange(1, 100000), default=1, show_default=True)
+@executor_options
 @repo_option
 @one_line_errors
-def evolve(generations, repo_dir) -> None:
+def evolve(generations, kind, slots, address, repo_dir) -> None:
     """Run K generations after the baseline (evaluated first if missing)."""
     from .generation import Generation, last_finished
 
     repo, cfg = evolution_repo(repo_dir)
+    with_executor(cfg, kind, slots, address)
     target = max(last_finished(repo), 0) + generations
     while last_finished(repo) < target:
         print_summary(Generation(repo, cfg, console).run())
@@ -196,6 +216,12 @@ def status(show_all, as_json, limit, repo_dir) -> None:
         console.print(f"[dim]{len(board['genomes']) - len(rows)} more not shown; --limit 0 shows all[/]")
     if board["lead_within_noise"]:
         console.print("[yellow]the lead is within noise: the top two differ by less than twice their seed spread[/]")
+    usage = board["usage"]
+    line = f"operator: {board['operator']}" + (f" ({board['model']})" if board["operator"] == "llm" else "")
+    if usage["requests"]:
+        line += (f"; LLM usage in committed mutations: {usage['requests']} requests, {usage['prompt_tokens']:,} "
+                 f"prompt + {usage['completion_tokens']:,} completion tokens, ${usage['cost_usd']:.4f}")
+    console.print(line)
 
 
 @main.command()
@@ -246,3 +272,46 @@ def lineage(genome, repo_dir) -> None:
         bpb = "-" if row["fitness"] is None else f"{row['fitness']:.4f}"
         table.add_row(str(row["generation"]), row["sha"][:10], row["operator"], bpb, delta, escape(row["title"]))
     console.print(table)
+
+
+@main.command()
+@repo_option
+@one_line_errors
+def doctor(repo_dir) -> None:
+    """Send one tiny request to the configured LLM endpoint: model, URL, key variable, latency, tokens."""
+    from .config import resolved_operator
+    from .operators import OperatorError
+    from .operators.llm import LlmOperator
+
+    _, cfg = evolution_repo(repo_dir)
+    s = cfg.llm
+    where = (f"{s.model or '(no model)'} at {s.base_url or 'https://api.openai.com/v1'} "
+             f"(key in ${s.api_key_env}: {'set' if os.environ.get(s.api_key_env or '') else 'not set'})")
+    try:
+        result = LlmOperator.from_config(cfg).ping()
+    except (OperatorError, DarwinError) as e:
+        raise DarwinError(f"{where}: {e}") from None
+    priced = any(s.model.startswith(k) for k in s.prices)
+    console.print(f"endpoint  {escape(where)}")
+    console.print(f"operator  {resolved_operator(cfg)} ([evolution] operator = \"{cfg.evolution.operator}\")")
+    console.print(f"reply     {escape(repr(result['reply']))} in {result['latency_s']:.2f}s")
+    console.print(f"usage     {result['prompt_tokens']} prompt + {result['completion_tokens']} completion tokens, "
+                  f"{result['requests']} request(s), ${result['cost_usd']:.6f}"
+                  + ("" if priced else f" (no [llm.prices] entry for {s.model}: costs count as $0)"))
+
+
+@main.command("memory")
+@click.argument("agent")
+@repo_option
+@one_line_errors
+def memory_cmd(agent, repo_dir) -> None:
+    """Print what the LLM is shown when AGENT writes a mutation (after the system text and the code)."""
+    from . import memory, population
+
+    repo, cfg = evolution_repo(repo_dir)
+    agent = population.agent_of(agent.removeprefix("darwin/"))
+    agents = sorted({population.agent_of(n) for n in {**population.living(repo), **population.archived(repo)}})
+    if agent not in agents:
+        raise DarwinError(f"no agent named {agent!r} here; the agents are {', '.join(agents) or 'none'}")
+    text, inspiration = memory.context(repo, cfg, agent)
+    click.echo("\n\n".join(item.strip() for item in (text, *inspiration) if item.strip()))

@@ -16,17 +16,19 @@ import os
 import platform
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
 from . import git, sandbox, scoring
-from .corpus import Corpus, cache_root, prepare
+from .corpus import Corpus, _atomic_write, cache_root, prepare
 from .errors import DarwinError
 
 GENOME_FILES = ("train.py", "model.py")
@@ -39,6 +41,13 @@ CHECK = ("import pathlib\n"
          "    compile(p.read_text(), str(p), 'exec')\n"
          "import model\n"
          "assert callable(getattr(model, 'load', None)), 'model.py must define load(path)'\n")
+# A stage's exit when a signal from outside the harness ended it: raw (-N), or via bubblewrap (128 + N).
+KILLED = {code for sig in (signal.SIGKILL, signal.SIGTERM) for code in (-sig, 128 + sig)}
+_PEAK_LOCK = threading.Lock()  # parallel slots measure the CPU once, not once each
+
+
+class WorkerLost(DarwinError):
+    """The evaluation's process was killed from outside (kill -9, OOM killer, lost node): not the genome's verdict."""
 
 
 def parse_budget(text: str) -> tuple[str, float]:
@@ -65,6 +74,7 @@ class EvalSettings:
     score_tokens: int = 32768
     peak_flops: float = 0  # 0: look up the GPU, or measure the CPU once
     sandbox: str = "auto"  # auto | bwrap | none
+    threads: int = 1  # CPU threads per genome process: fixed, so fitness never depends on how many run at once
 
     def train_timeout(self) -> float:
         if self.timeout_s:
@@ -142,6 +152,11 @@ def peak_flops(settings: EvalSettings, device_name: str) -> float:
         if key in device_name:
             return value
     path = cache_root() / "peak-flops.json"
+    with _PEAK_LOCK:
+        return _measured_peak(path, settings, device_name)
+
+
+def _measured_peak(path: Path, settings: EvalSettings, device_name: str) -> float:
     known = json.loads(path.read_text()) if path.exists() else {}
     if device_name not in known:
         probe = ("import time, torch\n"
@@ -155,8 +170,7 @@ def peak_flops(settings: EvalSettings, device_name: str) -> float:
                  "print(2 * 1024**3 * n / (time.time() - t))\n") % settings.device
         out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
         known[device_name] = float(out.stdout.strip() or 1e11)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(known))
+        _atomic_write(path, json.dumps(known).encode())
     return known[device_name]
 
 
@@ -188,6 +202,8 @@ def evaluate(repo: Path, rev: str, settings: EvalSettings, corpus: Corpus | None
     if not is_genome(repo, sha):
         raise DarwinError(f"{rev} is not a genome: its tree lacks {' and '.join(GENOME_FILES)} at the root")
     parse_budget(settings.budget)
+    if settings.threads < 1:
+        raise DarwinError(f"threads = {settings.threads} in [evaluation]; use 1 or more CPU threads per genome")
     corpus = corpus or prepare(settings.data, settings.tokenizer)
     mode = _sandbox_mode(settings)
     device_name = _device_name(settings.device)
@@ -232,9 +248,10 @@ def _version(pkg: str) -> str:
 def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path, tmp: Path, work: Path,
                 mode: str, device_name: str, slot_env: dict[str, str]) -> None:
     memory = s.memory_mb * 2**20
+    threads = {"OMP_NUM_THREADS": str(s.threads), "MKL_NUM_THREADS": str(s.threads)}
     base_env = {"HOME": str(tmp), "TMPDIR": str(tmp), "DARWIN_DATA": str(corpus.public),
                 "DARWIN_SEED": str(s.seed), "DARWIN_DEVICE": s.device,
-                "DARWIN_PEAK_FLOPS": repr(peak_flops(s, device_name)), **slot_env}
+                "DARWIN_PEAK_FLOPS": repr(peak_flops(s, device_name)), **threads, **slot_env}
     python = [sys.executable]
 
     def stage(name: str, argv: list[str], budget: str, timeout: float) -> Path | None:
@@ -245,6 +262,9 @@ def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path
             if mode == "bwrap" else None
         record.stage = name
         outcome = sandbox.run(argv, wt, env, timeout, memory, jail, work / f"{name}-log")
+        if outcome.returncode in KILLED:
+            raise WorkerLost(f"the {name} stage of {record.commit[:10]} was killed from outside "
+                             f"(exit {outcome.returncode}); evaluate it again")
         failed = _failure(outcome, timeout, s.memory_mb)
         if failed:
             record.status, record.error = failed
@@ -278,7 +298,8 @@ def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path
     record.stage = "score"
     jail = sandbox.Jail(writable=[tmp], readable=[corpus.private, wt, out], hidden=[cache_root()]) \
         if mode == "bwrap" else None
-    env = sandbox.clean_env({"HOME": str(tmp), "TMPDIR": str(tmp), "PYTHONPATH": _package_root(), **slot_env})
+    env = sandbox.clean_env({"HOME": str(tmp), "TMPDIR": str(tmp), "PYTHONPATH": _package_root(), **threads,
+                             **slot_env})
     try:
         scores, _ = scoring.score(wt, out / "ckpt.pt", corpus.private, ("test", "val"), s.score_tokens,
                                   env, jail, s.score_timeout_s, memory, seed=s.seed)

@@ -12,30 +12,40 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from . import fitness, git, mutation, population, selection
-from .config import Config
+from . import fitness, git, memory, mutation, population, selection
+from .config import Config, resolved_operator
 from .corpus import prepare
 from .errors import DarwinError
-from .evaluator import evaluate, remove_stale_runs
-from .operators import Operator
-from .population import ARCHIVE, LIVE
+from .evaluator import remove_stale_runs
+from .executors import Executor, Job, executor_for
+from .operators import Operator, OperatorError
+from .population import ARCHIVE, LIVE, agent_of
 from .selection import Genome
 
 
 def operator_for(cfg: Config) -> Operator:
-    if cfg.evolution.operator == "offline":
-        from .operators.offline import OfflineMutator
+    """A fresh operator for one generation: an LLM operator's caps count per instance."""
+    if resolved_operator(cfg) == "llm":
+        from .operators.llm import LlmOperator
 
-        return OfflineMutator()
-    raise DarwinError(f"operator {cfg.evolution.operator!r} is not available in this version; "
-                      "set [evolution] operator = \"offline\" in darwin.toml")
+        return LlmOperator.from_config(cfg)
+    from .operators.offline import OfflineMutator
+
+    return OfflineMutator()
+
+
+def pick_author(target: str, agents: list[str], mode: str, rng: random.Random) -> str:
+    """Whose memory writes a mutation of `target`'s genome: its own ("self"), another living agent's
+    ("other"), or either at even odds ("mixed"), so lessons cross lineages."""
+    others = [a for a in agents if a != target]
+    if others and (mode == "other" or (mode == "mixed" and rng.random() < 0.5)):
+        return rng.choice(others)
+    return target
 
 
 def genomes(repo: Path, cfg: Config, names: dict[str, str]) -> dict[str, Genome]:
@@ -48,11 +58,6 @@ def genomes(repo: Path, cfg: Config, names: dict[str, str]) -> dict[str, Genome]
     return out
 
 
-def agent_of(name: str) -> str:
-    """The agent (lineage) a branch belongs to: 'ada-g3-1' -> 'ada'."""
-    return name.split("-g", 1)[0]
-
-
 class Generation:
     def __init__(self, repo: Path, cfg: Config, console: Console | None = None,
                  operator: Operator | None = None):
@@ -60,6 +65,7 @@ class Generation:
         self.console = console or Console(highlight=False)
         self.operator = operator
         self.corpus = None
+        self.executor: Executor | None = None
 
     # ---- entry point -------------------------------------------------------------------------
     def run(self) -> dict:
@@ -78,6 +84,7 @@ class Generation:
             else:
                 g, plan = last, gens[last]["plan"]
                 self.console.print(f"[yellow]resuming generation {g}[/]")
+            self._refresh_digest(g)
             children = self._breed(g, plan)
             candidates = {**plan["population"], **children}
             self._evaluate_missing(candidates, plan)
@@ -108,6 +115,8 @@ class Generation:
         pool = list(genomes(self.repo, self.cfg, live).values())
         rng = random.Random(f"{evo.seed}:{g}:plan")
         counts = population.children_counts(self.repo)
+        authors = random.Random(f"{evo.seed}:{g}:authors")  # its own stream: parent choice is unchanged
+        agents = sorted({agent_of(n) for n in live})
         slots = []
         for slot in range(evo.offspring):
             first = selection.tournament(pool, counts, evo.tournament, rng)
@@ -122,11 +131,30 @@ class Generation:
                 "slot": slot, "kind": "crossover" if len(parents) == 2 else "mutation",
                 "parents": [{"name": p.name, "sha": p.sha} for p in parents],
                 "child": f"{agent_of(first.name)}-g{g}-{slot}",
+                "author": pick_author(agent_of(first.name), agents, self.cfg.llm.target, authors),
             })
         return {"generation": g, "population": live, "slots": slots, "started": time.time(),
                 "parents": {s["child"]: s["parents"][0]["sha"] for s in slots}}
 
     # ---- breed -------------------------------------------------------------------------------
+    def _refresh_digest(self, g: int) -> None:
+        """Rewrite the population's "what worked" digest when due; an operator with a `digest`
+        method (the LLM) writes it, otherwise it is built deterministically from the evidence."""
+        self.operator = self.operator or operator_for(self.cfg)
+        source = memory.refresh_digest(self.repo, self.cfg, g, getattr(self.operator, "digest", None))
+        if source:
+            self.console.print(f"  digest of what worked rewritten ({source}): refs/darwin/digest")
+
+    def _check(self, parent: str):
+        """The harness's verdict on a patch, for an operator's repair round: the reason, or None."""
+        def check(patch: str) -> str | None:
+            try:
+                mutation.apply(self.repo, parent, patch)
+            except mutation.Rejected as e:
+                return str(e)
+            return None
+        return check
+
     def _breed(self, g: int, plan: dict) -> dict[str, str]:
         """Make each planned child once; return {child name: sha} of those that exist."""
         made = {**population.living(self.repo), **population.archived(self.repo)}
@@ -155,6 +183,8 @@ class Generation:
         names = [p["name"] for p in slot["parents"]]
         rng = random.Random(f"{self.cfg.evolution.seed}:{g}:{slot['slot']}")
         patch, operator, title = "", "crossover", ""
+        author = slot.get("author") or agent_of(names[0])  # plans made before authors existed: the target's own
+        spent_before = _spent_since(self.operator, {})
         try:
             if slot["kind"] == "crossover":
                 tree = mutation.merge(self.repo, parents[0], parents[1])
@@ -166,23 +196,28 @@ class Generation:
                 model = ""
             else:
                 self.operator = self.operator or operator_for(self.cfg)
+                operator = getattr(self.operator, "name", "mutation")
                 files = {p: git.read_file(self.repo, parents[0], p) or ""
                          for p in git.list_files(self.repo, parents[0]) if p.endswith(".py")}
-                proposal = self.operator.propose(files, "", [], rng)
+                mem, inspiration = memory.context(self.repo, self.cfg, author)
+                proposal = self.operator.propose(files, mem, inspiration, rng, check=self._check(parents[0]))
                 if proposal is None:
                     raise mutation.Rejected("the operator had nothing to propose for this parent")
                 patch, operator, title = proposal.patch, proposal.operator, proposal.title
                 tree = mutation.apply(self.repo, parents[0], proposal.patch)
                 reasoning, model = proposal.reasoning, proposal.model
-                note = mutation.mutation_note(proposal, g, agent_of(names[0]), names[0])
+                note = mutation.mutation_note(proposal, g, author, names[0])
             if tree in known_trees:
                 raise mutation.Rejected(f"duplicate: same tree as {known_trees[tree]}, not evaluated again")
-        except mutation.Rejected as e:
+        except (mutation.Rejected, OperatorError) as e:
+            patch = e.patch or patch if isinstance(e, OperatorError) else patch
             mutation.record_failure(self.repo, self.cfg, parents[0], g, slot["slot"], str(e),
-                                    operator if slot["kind"] == "mutation" else "crossover", patch, title)
+                                    operator if slot["kind"] == "mutation" else "crossover", patch, title,
+                                    usage=_spent_since(self.operator, spent_before))
             self.console.print(f"  x {slot['child']:<18} {operator:<24} [red]{escape(str(e))}[/]")
             return None
-        trailers = {"Darwin-Agent": agent_of(names[0]), "Darwin-Parent": " ".join(parents),
+        trailers = {"Darwin-Agent": agent_of(names[0]),
+                    "Darwin-Author": author if slot["kind"] == "mutation" else "", "Darwin-Parent": " ".join(parents),
                     "Darwin-Operator": operator, "Darwin-Generation": str(g), "Darwin-Model": model,
                     "Darwin-Slot": str(slot["slot"])}
         return mutation.commit_child(self.repo, self.cfg, slot["child"], tree, parents, title, reasoning,
@@ -190,24 +225,18 @@ class Generation:
 
     # ---- evaluate ----------------------------------------------------------------------------
     def _run_eval(self, jobs: list[tuple[str, str, int]], plan: dict) -> None:
-        """Evaluate (name, sha, seed) jobs one after another, writing each note as soon as it exists."""
+        """Evaluate (name, sha, seed) jobs on the executor's slots, writing each note as soon as it exists."""
         if not jobs:
             return
         self.corpus = self.corpus or prepare(self.cfg.evaluation.data, self.cfg.evaluation.tokenizer)
         before = genomes(self.repo, self.cfg, plan.get("population", {}))
         parent_fit = {g.sha: g.fitness for g in before.values()}
-        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TimeElapsedColumn())
-        with Progress(*columns, console=self.console, transient=True) as bar:
-            task = bar.add_task("evaluating", total=len(jobs))
-            for name, sha, seed in jobs:
-                bar.update(task, description=f"evaluating {name} (seed {seed})")
-                settings = replace(self.cfg.evaluation, seed=seed)
-                record = evaluate(self.repo, sha, settings, self.corpus).to_dict()
-                doc = fitness.add_run(self.repo, record, self.cfg.notes.fitness)
-                bar.advance(task)
-                parent = plan.get("parents", {}).get(name)
-                self._report(name, sha, record, doc, parent_fit.get(parent) if parent else None)
+        self.executor = self.executor or executor_for(self.cfg.executor, self.cfg.evaluation)
+        runs = self.executor.run(self.repo, [Job(*job) for job in jobs], self.cfg.evaluation, self.corpus, self.console)
+        for job, record in runs:  # each note is written here, by the driver alone, as its run ends
+            doc = fitness.add_run(self.repo, record, self.cfg.notes.fitness)
+            parent = plan.get("parents", {}).get(job.name)
+            self._report(job.name, job.sha, record, doc, parent_fit.get(parent) if parent else None)
 
     def _report(self, name: str, sha: str, record: dict, doc: dict, parent_fitness: float | None) -> None:
         info = population.commit_info(self.repo, [sha]).get(sha)
@@ -277,3 +306,11 @@ def last_finished(repo: Path) -> int:
     """The newest generation with a summary, or -1 before the baseline is evaluated."""
     return max((g for g, doc in population.generations(repo).items() if "summary" in doc), default=-1)
 
+
+def _spent_since(operator: Operator | None, before: dict) -> dict:
+    """Tokens, requests and cost an operator spent since `before`: a failed proposal still cost money."""
+    spent = getattr(operator, "spent", None)
+    if spent is None:
+        return {}
+    now = spent.as_dict()
+    return {k: round(v - before.get(k, 0), 6) if isinstance(v, float) else v - before.get(k, 0) for k, v in now.items()}

@@ -215,3 +215,26 @@ def worktree_remove(repo: Path, path: Path) -> None:
     with lock(repo, "worktree.lock"):
         git(repo, "worktree", "remove", "--force", str(path), check=False)
         git(repo, "worktree", "prune", check=False)
+
+
+# ---- bundles: a commit and its history as bytes, for workers that do not share this repo ---------------
+
+BUNDLE_REF = "refs/darwin/bundle"
+
+
+def bundle(repo: Path, sha: str) -> bytes:
+    """A v2 bundle of `sha` and its history. Hand-built because `git bundle create` refuses a bare sha
+    without a ref, and the driver alone writes refs."""
+    pack = subprocess.run(["git", "-C", str(repo), "pack-objects", "--stdout", "--revs", "-q"],
+                          input=f"{sha}\n".encode(), capture_output=True)
+    if pack.returncode != 0:
+        raise GitError(f"git pack-objects failed: {pack.stderr.decode(errors='replace').strip()}")
+    return f"# v2 git bundle\n{sha} {BUNDLE_REF}\n\n".encode() + pack.stdout
+
+
+def unbundle(repo: Path, data: bytes) -> None:
+    """Store a `bundle`'s objects in `repo` (no ref is written; callers use the sha)."""
+    with tempfile.NamedTemporaryFile(suffix=".bundle") as f:
+        f.write(data)
+        f.flush()
+        git(repo, "bundle", "unbundle", f.name)
