@@ -172,7 +172,22 @@ def evolve(generations, kind, slots, address, repo_dir) -> None:
     with_executor(cfg, kind, slots, address)
     target = max(last_finished(repo), 0) + generations
     while last_finished(repo) < target:
+        if cfg.evolution.pause_on_requests and paused(repo):
+            return
         print_summary(Generation(repo, cfg, console).run())
+
+
+def paused(repo: Path) -> bool:
+    """With [evolution] pause_on_requests, say so and stop while any request waits for review."""
+    from .requests import open_requests
+
+    waiting = [d["id"] for d in open_requests(repo)]
+    if waiting:
+        console.print(f"paused: {len(waiting)} open request(s) wait for review ({', '.join(waiting)}). "
+                      "List them with `darwin-git requests`, read one with `darwin-git review ID`, decide with "
+                      "`darwin-git approve ID` or `darwin-git reject ID --reason ...`, then run `darwin-git evolve` "
+                      "again ([evolution] pause_on_requests = true in darwin.toml).")
+    return bool(waiting)
 
 
 def print_summary(summary: dict) -> None:
@@ -315,3 +330,162 @@ def memory_cmd(agent, repo_dir) -> None:
         raise DarwinError(f"no agent named {agent!r} here; the agents are {', '.join(agents) or 'none'}")
     text, inspiration = memory.context(repo, cfg, agent)
     click.echo("\n\n".join(item.strip() for item in (text, *inspiration) if item.strip()))
+
+
+# ---- requests: what agents and people ask, reviewed like pull requests ------------------------------------
+
+def request_line(doc: dict) -> str:
+    change = "patch" if doc["commit"] else "no patch"
+    return (f"{doc['id']:<5} {doc['state']:<9} {doc['kind']:<12} {doc['agent']:<10} g{doc['generation']:<4} "
+            f"{change:<9} {doc['title']}")
+
+
+@main.command("requests")
+@click.option("--all", "show_all", is_flag=True, help="Include approved and rejected requests.")
+@click.option("--json", "as_json", is_flag=True, help="Every field of every listed request.")
+@repo_option
+@one_line_errors
+def requests_cmd(show_all, as_json, repo_dir) -> None:
+    """Requests waiting for review, one line each (with --all, decided ones too)."""
+    from . import requests
+
+    repo, _ = evolution_repo(repo_dir)
+    docs = requests.load(repo) if show_all else requests.open_requests(repo)
+    if as_json:
+        click.echo(json.dumps(docs, indent=1))
+        return
+    if not docs:
+        console.print("no requests" if show_all else "no open requests (--all lists decided ones)")
+    for doc in docs:
+        click.echo(request_line(doc))  # one line each, never wrapped, so it pipes into grep and cut
+
+
+@main.command()
+@click.argument("rid", metavar="ID")
+@click.option("--patch", "as_patch", is_flag=True, help="Print the change as `git format-patch` output.")
+@repo_option
+@one_line_errors
+def review(rid, as_patch, repo_dir) -> None:
+    """A request as a pull-request page: rationale, evidence, history, diff stat and diff."""
+    from rich.syntax import Syntax
+
+    from . import requests
+    from .report import ancestry
+
+    repo, cfg = evolution_repo(repo_dir)
+    doc = requests.get(repo, rid)
+    if as_patch:
+        click.echo(requests.format_patch(repo, doc), nl=False)
+        return
+    console.print(f"[bold]{doc['id']}[/] {escape('[' + doc['state'] + ']')} {doc['kind']}: "
+                  f"[bold]{escape(doc['title'])}[/]")
+    console.print(f"requested by {escape(doc['agent'])} ({doc['via']}) in generation {doc['generation']}, "
+                  f"against darwin/{doc['genome']} {doc['base'][:10]}; default --to: {', '.join(doc['to'])}")
+    console.print("\n" + escape(doc["rationale"]) + "\n")
+    ev = doc["evidence"]
+    bpb = "unevaluated" if ev["fitness"] is None else f"{ev['fitness']:.4f} ±{ev['spread']:.4f} over {ev['runs']} runs"
+    console.print(f"[bold]evidence[/]: darwin/{ev['genome']} test bpb {bpb} ({ev['status']})")
+    if ev["cited"]:
+        console.print(f"  cited: {escape(ev['cited'])}")
+    console.print(f"[bold]fitness history of {ev['genome']}[/] (first-parent lineage, from the fitness notes):")
+    for row in ancestry(repo, cfg, doc["base"])[-8:]:
+        bpb = "-" if row["fitness"] is None else f"{row['fitness']:.4f}"
+        delta = "" if row["delta"] is None else f"{row['delta']:+.4f}"
+        console.print(f"  g{row['generation']:<3} {row['sha'][:10]} {bpb:>8} {delta:>8}  {escape(row['title'])}")
+    console.print("[bold]history[/]:")
+    for e in doc["events"]:
+        said = e.get("reason") or e.get("text") or ""
+        console.print(f"  {e['time']} {e['action']} by {escape(e['by'])}" + (f": {escape(said)}" if said else "")
+                      + "".join(f"\n    merged into darwin/{b}: {sha[:10]}" for b, sha in e.get("merged", {}).items())
+                      + (f"\n    data file {e['data']['path']} sha256 {e['data']['sha256']}" if "data" in e else ""))
+    if doc["commit"]:
+        console.print("\n" + escape(requests.diff(repo, doc, stat=True).rstrip()))
+        console.print(Syntax(requests.diff(repo, doc), "diff", theme="ansi_dark", background_color="default"))
+    else:
+        console.print("\nno patch: this request asks for something other than a code change")
+
+
+def answered(doc: dict) -> str:
+    if doc["via"] == "person":
+        return f"{escape(doc['agent'])} filed it"
+    return f"{escape(doc['agent'])} sees the answer in its memory"
+
+
+def identity_option(fn):
+    return click.option("--by", help="Your name, as the record shows it (default: git's committer name).")(fn)
+
+
+@main.command()
+@click.argument("rid", metavar="ID")
+@click.option("--to", "to", multiple=True, help="Living genome, agent (all its genomes) or `all`; repeatable "
+              "(default: the genome the request was written for).")
+@click.option("--data", type=click.Path(dir_okay=False, path_type=Path), help="For a data request: the file supplied.")
+@click.option("--reason", default="", help="Why: the requester's memory shows it.")
+@identity_option
+@repo_option
+@one_line_errors
+def approve(rid, to, data, reason, by, repo_dir) -> None:
+    """Approve a request: merge its change into living genomes (all or none) and record who and why."""
+    from . import requests
+
+    repo, cfg = evolution_repo(repo_dir)
+    doc = requests.approve(repo, cfg, rid, by or requests.reviewer(repo), reason, to, data)
+    event = doc["events"][-1]
+    for branch, sha in event.get("merged", {}).items():
+        console.print(f"merged {rid} into darwin/{branch}: {sha[:10]} (scored in the next generation)")
+    if "data" in event:
+        d = event["data"]
+        console.print(f"recorded {d['path']} ({d['bytes']:,} bytes, sha256 {d['sha256']}). This search keeps its "
+                      f"corpus, so its fitness stays comparable; to train on the file, start a new evolution repo: "
+                      f"`darwin-git init DIR --data {d['path']}`")
+    console.print(f"approved {rid}; {answered(doc)}")
+
+
+@main.command()
+@click.argument("rid", metavar="ID")
+@click.option("--reason", required=True, help="Why not: the requester's memory shows it.")
+@identity_option
+@repo_option
+@one_line_errors
+def reject(rid, reason, by, repo_dir) -> None:
+    """Reject a request; nothing is merged."""
+    from . import requests
+
+    repo, _ = evolution_repo(repo_dir)
+    doc = requests.reject(repo, rid, by or requests.reviewer(repo), reason)
+    console.print(f"rejected {rid}; {answered(doc)}")
+
+
+@main.command()
+@click.argument("rid", metavar="ID")
+@click.argument("text")
+@identity_option
+@repo_option
+@one_line_errors
+def comment(rid, text, by, repo_dir) -> None:
+    """Comment on a request (open or decided); the requester's memory shows it."""
+    from . import requests
+
+    repo, _ = evolution_repo(repo_dir)
+    requests.comment(repo, rid, by or requests.reviewer(repo), text)
+    console.print(f"commented on {rid}")
+
+
+@main.command()
+@click.option("--from", "source", required=True, help="A patch file, or a branch (its changes since it left --to).")
+@click.option("--title", required=True, help="One line, like a commit subject.")
+@click.option("--to", "to", required=True, help="The living genome (or an agent with one) the change is for.")
+@click.option("--rationale", default="", help="Why it should lower test bpb.")
+@click.option("--kind", type=click.Choice(["script", "restructure", "data", "other"]), default="script",
+              show_default=True)
+@identity_option
+@repo_option
+@one_line_errors
+def propose(source, title, to, rationale, kind, by, repo_dir) -> None:
+    """File a person's change as a request, validated like a mutation; approve it to merge it."""
+    from . import requests
+
+    repo, cfg = evolution_repo(repo_dir)
+    doc = requests.propose(repo, cfg, source, title, to, rationale, kind, by or requests.reviewer(repo))
+    console.print(f"filed {doc['id']}: {escape(doc['title'])} for darwin/{doc['genome']} "
+                  f"(review it with `darwin-git review {doc['id']}`)")

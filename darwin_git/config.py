@@ -30,6 +30,7 @@ class Evolution:
     reevaluations: int = 1  # extra seeds run on each survivor, so fitness is a mean with a spread
     tournament: int = 2  # tournament size for parent choice
     operator: str = "auto"  # auto | offline | llm; auto = llm when [llm] model and its key (or base_url) are set
+    pause_on_requests: bool = False  # evolve stops between generations while requests wait for review
 
 
 @dataclass
@@ -96,6 +97,8 @@ class Config:
                 if isinstance(default, dict):
                     setattr(section, key, {**default, **_prices(value, f"{where}: [{f.name}.{key}]")})
                     continue
+                if isinstance(default, bool) and not isinstance(value, bool):
+                    raise DarwinError(f"{where}: [{f.name}] {key} must be true or false, got {value!r}")
                 if isinstance(default, str) and not isinstance(value, str):
                     raise DarwinError(f"{where}: [{f.name}] {key} must be a string, got {value!r}")
                 choices = CHOICES.get((f.name, key))

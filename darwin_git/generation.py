@@ -1,7 +1,8 @@
 """One generation, start to finish, resumable after a kill at any point.
 
   plan      parents and operators for every offspring slot, recorded in refs/darwin/generations
-  breed     each slot becomes a child branch or a recorded failure (a slot is never done twice)
+  breed     each slot becomes a child branch or a recorded failure (a slot is never done twice); a
+            request the operator attaches is filed for review (requests.py), never waited for
   evaluate  every genome without a fitness note is trained and scored; notes are written at once
   confirm   would-be survivors are re-run with fresh seeds until each has 1 + reevaluations runs
   select    the best `population` genomes keep their branches; the rest move to the archive
@@ -17,13 +18,13 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from . import fitness, git, memory, mutation, population, selection
+from . import fitness, git, memory, mutation, population, requests, selection
 from .config import Config, resolved_operator
 from .corpus import prepare
 from .errors import DarwinError
 from .evaluator import remove_stale_runs
 from .executors import Executor, Job, executor_for
-from .operators import Operator, OperatorError
+from .operators import Operator, OperatorError, Proposal
 from .population import ARCHIVE, LIVE, agent_of
 from .selection import Genome
 
@@ -203,6 +204,8 @@ class Generation:
                 proposal = self.operator.propose(files, mem, inspiration, rng, check=self._check(parents[0]))
                 if proposal is None:
                     raise mutation.Rejected("the operator had nothing to propose for this parent")
+                if proposal.request:
+                    self._file_request(g, slot, author, names[0], parents[0], proposal)
                 patch, operator, title = proposal.patch, proposal.operator, proposal.title
                 tree = mutation.apply(self.repo, parents[0], proposal.patch)
                 reasoning, model = proposal.reasoning, proposal.model
@@ -222,6 +225,13 @@ class Generation:
                     "Darwin-Slot": str(slot["slot"])}
         return mutation.commit_child(self.repo, self.cfg, slot["child"], tree, parents, title, reasoning,
                                      trailers, note)
+
+    def _file_request(self, g: int, slot: dict, author: str, genome: str, base: str, proposal: Proposal) -> None:
+        """File what the operator asked of people; the generation goes on without waiting for an answer."""
+        doc = requests.file(self.repo, self.cfg, proposal.request, agent=author, via=proposal.operator.split(":")[0],
+                            genome=genome, base=base, generation=g, origin=f"g{g}/slot{slot['slot']}")
+        self.console.print(f"  ? {doc['id']:<18} request ({doc['kind']}) from {author}: {escape(doc['title'])} "
+                           f"[dim](darwin-git review {doc['id']})[/]")
 
     # ---- evaluate ----------------------------------------------------------------------------
     def _run_eval(self, jobs: list[tuple[str, str, int]], plan: dict) -> None:
@@ -276,7 +286,8 @@ class Generation:
         keep = selection.survivors(list(pop.values()), self.cfg.evolution.population)
         keep_names = {k.name for k in keep}
         live = population.living(self.repo)
-        losers = {n: sha for n, sha in live.items() if n in candidates and n not in keep_names}
+        # a branch an approved request moved since the plan (requests.approve) stays: its merge is scored next
+        losers = {n: sha for n, sha in live.items() if candidates.get(n) == sha and n not in keep_names}
         population.prune(self.repo, losers)
         fails = [f for f in mutation.failures(self.repo, self.cfg) if f["generation"] == g]
         summary = self._summary(g, pop, keep, sorted(losers), fails, baseline, t0)

@@ -88,6 +88,12 @@ def update_ref(repo: Path, ref: str, new: str, old: str | None = None, message: 
     git(repo, *args)
 
 
+def update_refs(repo: Path, commands: list[str]) -> None:
+    """Apply `update-ref --stdin` commands ("update REF NEW OLD", "create REF NEW", ...) in one
+    transaction: every ref moves or none does, and each OLD is a compare-and-swap."""
+    git(repo, "update-ref", "--stdin", input="\n".join(["start", *commands, "prepare", "commit"]) + "\n")
+
+
 def refs(repo: Path, prefix: str) -> dict[str, str]:
     """Map ref name -> commit sha for every ref under `prefix`, in one git call."""
     out = git(repo, "for-each-ref", "--format=%(refname) %(objectname)", prefix)
@@ -161,6 +167,32 @@ def read_blobs(repo: Path, blobs: list[str]) -> list[str]:
     return texts
 
 
+# ---- logs: a commit chain whose tree holds small text files (JSON documents) ----------------------
+
+def read_log(repo: Path, ref: str) -> dict[str, str]:
+    """{path: text} of every file at the tip of `ref`, in three git processes whatever their number."""
+    if not exists(repo, ref):
+        return {}
+    entries = [line.split("\t", 1) for line in git(repo, "ls-tree", "-r", "-z", ref).split("\0")[:-1]]
+    texts = read_blobs(repo, [meta.split()[2] for meta, _ in entries])  # meta: "<mode> blob <sha>"
+    return {path: text for (_, path), text in zip(entries, texts)}
+
+
+def log_commit(repo: Path, ref: str, files: dict[str, str], message: str) -> tuple[str, str]:
+    """(new, old): a commit on the tip of `ref` (a root commit if there is none) whose tree adds or
+    replaces `files`. The ref is not moved: the caller moves it, alone or in a transaction."""
+    old = resolve(repo, ref) if exists(repo, ref) else ""
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
+        if old:
+            git(repo, "read-tree", old, env=env)
+        for path, text in files.items():
+            blob = git(repo, "hash-object", "-w", "--stdin", input=text).strip()
+            git(repo, "update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
+        tree = git(repo, "write-tree", env=env).strip()
+    return commit_tree(repo, tree, [old] if old else [], message), old
+
+
 # ---- commits without a checkout ------------------------------------------------------------------
 
 def commit_tree(repo: Path, tree: str, parents: list[str], message: str) -> str:
@@ -184,7 +216,14 @@ def apply_to_tree(repo: Path, base: str, patch: str) -> str:
         try:
             git(repo, "apply", "--cached", "--recount", "--whitespace=nowarn", patch_file, env=env)
         except GitError:
-            git(repo, "apply", "--cached", "--recount", "--3way", "--whitespace=nowarn", patch_file, env=env)
+            try:
+                git(repo, "apply", "--cached", "--recount", "--3way", "--whitespace=nowarn", patch_file, env=env)
+            except GitError as e:
+                path = str(e).partition(": U ")[2]  # --3way's last words list the conflicted paths ("U train.py")
+                if path:
+                    raise GitError(f"git apply --3way: conflict in {path} (the lines around the change differ "
+                                   "here)") from None
+                raise
         return git(repo, "write-tree", env=env).strip()
 
 

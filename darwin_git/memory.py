@@ -1,5 +1,5 @@
-"""What an operator is shown besides the code: its author's scored trajectory, the population's
-best changes, and the population's "what worked" digest.
+"""What an operator is shown besides the code: its author's scored trajectory and the answers to its
+requests, the population's best changes, and the population's "what worked" digest.
 
 Everything is read back from git (commits, trailers, notes, the generations log) in a fixed
 number of git processes, whatever the population size: memory survives kills, travels with the
@@ -15,7 +15,7 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Callable
 
-from . import fitness, git, mutation, population, tokens
+from . import fitness, git, mutation, population, requests, tokens
 from .config import Config
 from .population import ARCHIVE, LIVE, agent_of
 
@@ -25,6 +25,7 @@ REASONING_CHARS = 400
 REASON_CHARS = 240
 INSPIRATION = 3  # best improvements shown in every prompt
 DIFF_LINES = 40
+REQUESTS = 5  # an agent's most recent requests shown with their answers
 
 
 # ---- the history, read from git in one batch ------------------------------------------------------
@@ -72,6 +73,7 @@ class History:
     changes: list[Change]
     attempts: list[Attempt]
     baseline: float | None  # the template's fitness
+    requests: list[dict]  # every request filed for review (requests.py), oldest first
 
 
 def history(repo: Path, cfg: Config) -> History:
@@ -83,6 +85,15 @@ def history(repo: Path, cfg: Config) -> History:
     docs = fitness.all_fitness(repo, cfg.notes.fitness)
     notes = _json_notes(repo, cfg.notes.mutation)
     live_shas = set(living.values())
+    # an approved request moves a branch forward with a merge: the genome it held keeps the name (and life)
+    for name, sha in [*living.items(), *archived.items()]:
+        ci = info.get(sha)
+        while ci and ci.trailers.get("Darwin-Operator") == requests.OPERATOR and ci.parents:
+            sha = ci.parents[0]
+            names.setdefault(sha, name)
+            if name in living:
+                live_shas.add(sha)
+            ci = info.get(sha)
 
     def score(sha: str) -> float | None:
         return docs.get(sha, {}).get("fitness")
@@ -116,7 +127,7 @@ def history(repo: Path, cfg: Config) -> History:
         attempts.append(Attempt(f["generation"], f["slot"], parent_name, author, f.get("operator", ""),
                                 f.get("title", ""), f.get("reason", "")))
     attempts.sort(key=lambda a: (a.generation, a.slot))
-    return History(changes, attempts, baseline)
+    return History(changes, attempts, baseline, requests.load(repo))
 
 
 def _json_notes(repo: Path, ref: str) -> dict[str, dict]:
@@ -225,8 +236,31 @@ def agent_memory(repo: Path, cfg: Config, agent: str, budget_tokens: int = MEMOR
         head.append(f"{len(entries) - len(kept)} of {len(entries)} entries are left out to fit about {budget_tokens} "
                     "tokens; kept: the best, the worst and the most recent.")
     body = "".join(e.text for e in kept) or "(no history yet: this is the agent's first change)\n"
-    text = "\n".join(head) + "\n" + body
+    text = "\n".join(head) + "\n" + body + answers(hist, agent)
     return text + f"(This memory is about {tokens.count(text)} tokens, {tokens.method()}.)\n"
+
+
+def answers(hist: History, agent: str) -> str:
+    """The agent's latest requests and what people decided, so its next change can take them into account."""
+    mine = [d for d in hist.requests if d["agent"] == agent][-REQUESTS:]
+    if not mine:
+        return ""
+    lines = ["# Requests this agent made to the people running this search, and their answers"]
+    for d in mine:
+        decision = next((e for e in reversed(d["events"]) if e["action"] == d["state"]), {})
+        if d["state"] == "open":
+            verdict = "open, no answer yet"
+        else:
+            verdict = f"{d['state'].upper()} by {d['reviewer']}"
+            if decision.get("merged"):
+                verdict += " (merged into " + ", ".join(sorted(decision["merged"])) + "; scored like any change)"
+            if decision.get("data"):
+                verdict += f" (data file {Path(decision['data']['path']).name} recorded for a new run)"
+            verdict += f": {_short(d['reason'], REASON_CHARS)}" if d["reason"] else ""
+        lines.append(f"- {d['id']} (g{d['generation']}, {d['kind']}) \"{d['title']}\": {verdict}")
+        lines += [f"  comment by {e['by']}: {_short(e['text'], REASON_CHARS)}" for e in d["events"]
+                  if e["action"] == "comment"]
+    return "\n".join(lines) + "\n"
 
 
 # ---- the population: best changes and the digest ---------------------------------------------------

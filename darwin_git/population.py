@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,10 +95,10 @@ def prune(repo: Path, names: dict[str, str]) -> None:
     """Move pruned branches to the archive in one ref transaction: all move or none do."""
     if not names:
         return
-    lines = ["start"]
+    commands = []
     for name, sha in sorted(names.items()):
-        lines += [f"create {ARCHIVE}{name} {sha}", f"delete {LIVE}{name} {sha}"]
-    git.git(repo, "update-ref", "--stdin", input="\n".join(lines + ["prepare", "commit"]) + "\n")
+        commands += [f"create {ARCHIVE}{name} {sha}", f"delete {LIVE}{name} {sha}"]
+    git.update_refs(repo, commands)
 
 
 @dataclass
@@ -144,14 +143,10 @@ def children_counts(repo: Path) -> dict[str, int]:
 def generations(repo: Path) -> dict[int, dict]:
     """{generation: {"plan": ..., "summary": ...}} read from the tip of refs/darwin/generations.
 
-    Three git processes whatever the number of generations: ls-tree, then one cat-file --batch.
+    Three git processes whatever the number of generations: rev-parse, ls-tree, one cat-file --batch.
     """
-    if not git.exists(repo, GENERATIONS):
-        return {}
-    entries = [line.split("\t", 1) for line in git.git(repo, "ls-tree", "-r", "-z", GENERATIONS).split("\0")[:-1]]
-    texts = git.read_blobs(repo, [meta.split()[2] for meta, _ in entries])  # meta: "<mode> blob <sha>"
     result: dict[int, dict] = {}
-    for (_, path), text in zip(entries, texts):
+    for path, text in git.read_log(repo, GENERATIONS).items():
         folder, name = path.split("/", 1)
         result.setdefault(int(folder[1:]), {})[name.removesuffix(".json")] = json.loads(text)
     return result
@@ -159,14 +154,6 @@ def generations(repo: Path) -> dict[int, dict]:
 
 def record_generation(repo: Path, generation: int, name: str, doc: dict, message: str) -> None:
     """Add g<NNNN>/<name>.json to the generations log: objects first, then a CAS ref move."""
-    old = git.resolve(repo, GENERATIONS) if git.exists(repo, GENERATIONS) else ""
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {"GIT_INDEX_FILE": os.path.join(tmp, "index")}
-        if old:
-            git.git(repo, "read-tree", old, env=env)
-        blob = git.git(repo, "hash-object", "-w", "--stdin", input=json.dumps(doc, indent=1, sort_keys=True) + "\n")
-        git.git(repo, "update-index", "--add", "--cacheinfo", f"100644,{blob.strip()},g{generation:04d}/{name}.json",
-                env=env)
-        tree = git.git(repo, "write-tree", env=env).strip()
-    commit = git.commit_tree(repo, tree, [old] if old else [], message)
+    text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
+    commit, old = git.log_commit(repo, GENERATIONS, {f"g{generation:04d}/{name}.json": text}, message)
     git.update_ref(repo, GENERATIONS, commit, old=old, message=message)

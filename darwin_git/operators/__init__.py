@@ -8,7 +8,20 @@ import random
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
+KINDS = ("data", "script", "restructure", "other")  # what a request may ask for
 Check = Callable[[str], str | None]  # patch -> why it cannot become a commit, or None if it can
+
+
+@dataclass
+class RequestDraft:
+    """Something only the people running the search can give (data, a reviewed change, a new
+    structure); the harness files it as a request (darwin_git/requests.py) and never waits for it."""
+
+    kind: str  # one of KINDS
+    title: str
+    rationale: str  # why, citing the fitness evidence
+    evidence: str = ""  # the numbers it rests on, in the operator's words
+    patch: str = ""  # a change to review before it lands, against the same parent; "" for none
 
 
 @dataclass
@@ -22,6 +35,7 @@ class Proposal:
     model: str = ""  # the LLM that wrote it, "" for the offline catalogue
     usage: dict = field(default_factory=dict)  # prompt/completion tokens and cost, for LLMs
     prompt_digest: str = ""  # sha256 of the prompt, so the exact input can be matched later
+    request: RequestDraft | None = None  # filed for review alongside the change, which is committed as usual
 
 
 class OperatorError(Exception):

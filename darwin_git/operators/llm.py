@@ -20,7 +20,7 @@ import openai
 from .. import tokens
 from ..config import Config, Llm
 from ..errors import DarwinError
-from . import Check, OperatorError, Proposal
+from . import KINDS, Check, OperatorError, Proposal, RequestDraft
 from .offline import unified_diff
 
 RETRYABLE = (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError)  # timeouts included
@@ -37,8 +37,9 @@ Propose ONE focused change with a clear hypothesis about why it lowers test bpb 
 {{"reasoning": "what you change and why it should lower test bpb under this budget, 2 to 5 sentences",
  "title": "imperative one-line commit subject, at most 72 characters",
  "edits": [{{"path": "train.py", "search": "lines copied exactly from the file", "replace": "the new lines"}}],
- "request": "optional: a question or wish for the people running this search"}}
-Each search text must occur exactly once in its file: copy it verbatim, indentation included, with enough lines to be unique. `edits` may instead be one unified diff string (diff --git a/train.py b/train.py ...)."""
+ "request": "optional, see below"}}
+Each search text must occur exactly once in its file: copy it verbatim, indentation included, with enough lines to be unique. `edits` may instead be one unified diff string (diff --git a/train.py b/train.py ...).
+Add `request` only to ask the people running this search for what one change cannot give: {{"kind": "data" | "script" | "restructure" | "other", "title": "one line", "rationale": "why, citing fitness numbers from your memory", "edits": optional edits (same forms) that a person should review before they land}}. The search never waits for an answer; your memory shows it once people decide."""
 
 REPAIR = """Your change cannot be applied: {error}
 Reply again with the same JSON object and complete, corrected edits (search texts copied exactly from the files above)."""
@@ -71,7 +72,7 @@ class Usage:
 class Reply:
     title: str
     reasoning: str
-    request: str
+    request: str | dict  # "" when the model asks for nothing
     patch: str  # a unified diff, or "" when the edits are search/replace blocks
     blocks: list[tuple[str, str, str]]  # (path, search, replace)
 
@@ -123,10 +124,9 @@ class LlmOperator:
                 raise OperatorError(f"unusable reply after a repair round: {new_error}", text)
             reply, patch = repaired, new_patch  # returned even if `check` still objects: the harness records why
         reasoning = reply.reasoning.strip() or "(the model gave no reasoning)"
-        if reply.request:
-            reasoning += f"\n\nRequest from the model: {reply.request.strip()}"
         return Proposal(title=_title(reply, patch), reasoning=reasoning, patch=patch, operator="llm",
-                        model=self.settings.model, usage=used.as_dict(), prompt_digest=digest)
+                        model=self.settings.model, usage=used.as_dict(), prompt_digest=digest,
+                        request=request_draft(reply.request, files))
 
     def messages(self, files: dict[str, str], memory: str, inspiration: list[str]) -> list[dict]:
         """The whole prompt: the contract, the target's code, the author's memory, the population's lessons."""
@@ -276,7 +276,8 @@ def parse_reply(text: str) -> Reply:
     doc = _json_object(text)
     if doc is not None:
         edits = doc.get("edits")
-        meta = {k: doc.get(k) if isinstance(doc.get(k), str) else "" for k in ("title", "reasoning", "request")}
+        meta = {k: doc.get(k) if isinstance(doc.get(k), str) else "" for k in ("title", "reasoning")}
+        meta["request"] = doc.get("request") if isinstance(doc.get("request"), (str, dict)) else ""
         if isinstance(edits, str):
             patch, blocks, _ = _text_edits(edits)
             patch = patch or ("" if blocks else edits)  # not recognisably a diff: the harness says what is wrong
@@ -294,6 +295,32 @@ def parse_reply(text: str) -> Reply:
                          "SEARCH/REPLACE blocks each after a line naming the file)")
     title, reasoning = _split_title(prose)
     return Reply(title, reasoning, "", patch, blocks)
+
+
+def request_draft(raw: str | dict, files: dict[str, str]) -> RequestDraft | None:
+    """The model's `request`, a sentence or an object, as a draft to file; edits that cannot become a
+    diff are left out with the reason, so a bad request never costs the change it came with."""
+    if isinstance(raw, str):
+        raw = {"rationale": raw}
+    text = {k: str(raw.get(k) or "").strip() for k in ("kind", "title", "rationale", "evidence")}
+    if not (text["title"] or text["rationale"]):
+        return None
+    kind = text["kind"].lower() if text["kind"].lower() in KINDS else "other"
+    title = " ".join((text["title"] or re.split(r"(?<=[.!?])\s", text["rationale"], maxsplit=1)[0]).split())
+    patch, rationale = "", text["rationale"] or title
+    edits = raw.get("edits")
+    if edits:
+        try:
+            if isinstance(edits, str):
+                patch, blocks, _ = _text_edits(edits)
+                patch = patch or (blocks_to_diff(files, blocks) if blocks else edits)
+            elif isinstance(edits, list):
+                patch = blocks_to_diff(files, [_block(e, i) for i, e in enumerate(edits, 1)])
+            else:
+                raise ReplyError("`edits` must be a unified diff string or a list of search/replace objects")
+        except ReplyError as e:
+            patch, rationale = "", f"{rationale}\n\n(The request's edits were left out: {e})"
+    return RequestDraft(kind, title[:TITLE_CHARS], rationale, text["evidence"], patch)
 
 
 def _json_object(text: str) -> dict | None:

@@ -15,9 +15,12 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from . import Check, Proposal
+from . import Check, Proposal, RequestDraft
 
 STRUCTURAL_SHARE = 0.6  # chance that a named recipe is tried before a random knob perturbation
+PLATEAU = 6  # scored changes in a row without a gain before the author asks people for data
+VERDICT = re.compile(r"^- g(\d+) .*\(([+-]\d+\.\d+), (better|worse|no change)\)", re.M)  # memory.py's lines
+ASKED = re.compile(r"^- r\d+ \(g(\d+),", re.M)  # a request of the author's, in its memory
 
 Files = dict[str, str]
 
@@ -474,6 +477,23 @@ def unified_diff(old_files: Files, new_files: Files) -> str:
     return "".join(chunks)
 
 
+def plateau_request(memory: str) -> RequestDraft | None:
+    """A data request when the author's last PLATEAU scored changes since its last request all failed
+    to lower test bpb: the catalogue is stuck and only people can change the data. Read from the memory
+    text, as a model would; deterministic, and at most once per plateau."""
+    since = max((int(g) for g in ASKED.findall(memory)), default=-1)
+    recent = [(delta, verdict) for g, delta, verdict in VERDICT.findall(memory) if int(g) > since][-PLATEAU:]
+    if len(recent) < PLATEAU or any(verdict == "better" for _, verdict in recent):
+        return None
+    deltas = ", ".join(delta for delta, _ in recent)
+    return RequestDraft(
+        "data", "More or different training text for this search",
+        f"My last {PLATEAU} scored changes all failed to lower test bpb against their parents ({deltas}). "
+        "The catalogue of training-code recipes looks exhausted for this lineage under this budget; more "
+        "(or cleaner, or different) training text is the lever left, and only people can supply it.",
+        f"test bpb change vs parent of the last {PLATEAU} scored changes: {deltas}")
+
+
 class OfflineMutator:
     """Proposes one catalogue recipe or knob perturbation, chosen with the caller's rng."""
 
@@ -490,5 +510,5 @@ class OfflineMutator:
             patch = unified_diff(files, mutation.files)
             if patch:
                 return Proposal(title=mutation.title, reasoning=mutation.reasoning, patch=patch,
-                                operator=f"offline:{recipe.name}")
+                                operator=f"offline:{recipe.name}", request=plateau_request(memory))
         return None
