@@ -39,10 +39,4 @@ def add_run(repo: Path, record: dict, ref: str) -> dict:
 
 def all_fitness(repo: Path, ref: str) -> dict[str, dict]:
     """{commit sha: fitness doc} for every evaluated commit, in two git processes."""
-    docs = {}
-    for sha, text in git.notes_all(repo, ref).items():
-        try:
-            docs[sha] = json.loads(text)
-        except ValueError:
-            continue  # a hand-edited note that is not JSON is not ours to interpret
-    return docs
+    return git.notes_json(repo, ref)

@@ -25,7 +25,7 @@ from .errors import DarwinError
 from .evaluator import remove_stale_runs
 from .executors import Executor, Job, executor_for
 from .operators import Operator, OperatorError, Proposal
-from .population import ARCHIVE, LIVE, agent_of
+from .population import agent_of
 from .selection import Genome
 
 

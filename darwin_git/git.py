@@ -152,6 +152,17 @@ def notes_all(repo: Path, ref: str) -> dict[str, str]:
     return dict(zip((obj for _, obj in pairs), read_blobs(repo, [blob for blob, _ in pairs])))
 
 
+def notes_json(repo: Path, ref: str) -> dict[str, dict]:
+    """Every JSON note under `ref` as {object sha: document}; a hand-edited non-JSON note is skipped."""
+    docs = {}
+    for sha, text in notes_all(repo, ref).items():
+        try:
+            docs[sha] = json.loads(text)
+        except ValueError:
+            continue  # not ours to interpret
+    return docs
+
+
 def read_blobs(repo: Path, blobs: list[str]) -> list[str]:
     """The text of many blobs, in order, from one `git cat-file --batch` process."""
     if not blobs:

@@ -7,7 +7,6 @@ repo, and `darwin-git memory <agent>` prints exactly what a model was shown.
 """
 from __future__ import annotations
 
-import json
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -83,7 +82,7 @@ def history(repo: Path, cfg: Config) -> History:
     shas = git.git(repo, "rev-list", f"--glob={LIVE}*", f"--glob={ARCHIVE}*").split()
     info = population.commit_info(repo, shas)
     docs = fitness.all_fitness(repo, cfg.notes.fitness)
-    notes = _json_notes(repo, cfg.notes.mutation)
+    notes = git.notes_json(repo, cfg.notes.mutation)
     live_shas = set(living.values())
     # an approved request moves a branch forward with a merge: the genome it held keeps the name (and life)
     for name, sha in [*living.items(), *archived.items()]:
@@ -128,16 +127,6 @@ def history(repo: Path, cfg: Config) -> History:
                                 f.get("title", ""), f.get("reason", "")))
     attempts.sort(key=lambda a: (a.generation, a.slot))
     return History(changes, attempts, baseline, requests.load(repo))
-
-
-def _json_notes(repo: Path, ref: str) -> dict[str, dict]:
-    out = {}
-    for sha, text in git.notes_all(repo, ref).items():
-        try:
-            out[sha] = json.loads(text)
-        except ValueError:
-            continue  # a hand-written note is not ours to interpret
-    return out
 
 
 def _int(value: str | None) -> int:

@@ -5,7 +5,6 @@ Every read is batched (for-each-ref, notes list + cat-file --batch, one `git log
 """
 from __future__ import annotations
 
-import json
 import statistics
 from pathlib import Path
 
@@ -61,12 +60,7 @@ def leaderboard(repo: Path, cfg: Config, include_archive: bool = False) -> dict:
 def llm_usage(repo: Path, cfg: Config) -> dict:
     """Tokens, requests and cost summed over every mutation note and every failed proposal."""
     total = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0, "cost_usd": 0.0}
-    notes = []
-    for text in git.notes_all(repo, cfg.notes.mutation).values():
-        try:
-            notes.append(json.loads(text))
-        except ValueError:
-            continue
+    notes = list(git.notes_json(repo, cfg.notes.mutation).values())
     for note in notes + mutation.failures(repo, cfg):
         usage = note.get("usage") if isinstance(note.get("usage"), dict) else {}
         for key in ("prompt_tokens", "completion_tokens", "requests"):
