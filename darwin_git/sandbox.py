@@ -17,6 +17,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -47,6 +48,13 @@ def bwrap_works() -> bool:
         return False
 
 
+def runtime_paths() -> list[Path]:
+    """What a Python child needs to start: the interpreter, its prefixes, import paths, and darwin_git itself."""
+    found = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)), *sys.path,
+             str(Path(__file__).resolve().parent.parent)}
+    return sorted({Path(p).resolve() for p in found if p and os.path.isdir(p)})
+
+
 @dataclass
 class Jail:
     """What a sandboxed process may see: writable paths, read-only paths re-exposed inside hidden ones."""
@@ -60,6 +68,10 @@ class Jail:
                "--unshare-net", "--unshare-pid", "--unshare-ipc", "--die-with-parent"]
         for p in self.hidden:
             cmd += ["--tmpfs", str(p)]
+        masked = [Path("/tmp"), *self.hidden]
+        for p in runtime_paths():
+            if any(p == m or m in p.parents for m in masked):
+                cmd += ["--ro-bind", str(p), str(p)]  # e.g. a virtualenv under /tmp: still importable
         for p in self.readable:
             cmd += ["--ro-bind", str(p), str(p)]
         for p in self.writable:
