@@ -6,7 +6,7 @@ per genome stay fixed (`--threads`, default 1, as in [evaluation] threads) so ev
 produces the same fitness numbers; one extra row gives the single slot all N threads, the
 layout a sequential run would pick, for comparison. GPU rows run only when a GPU is visible.
 
-    python benchmarks/executor_throughput.py --jobs 8 --slots 2 --budget 20steps
+    python benchmarks/executor_throughput.py --jobs 8 --slots 2 --budget 20800tokens
 """
 from __future__ import annotations
 
@@ -65,8 +65,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=8, help="evaluations per layout")
     ap.add_argument("--slots", type=int, default=os.cpu_count() or 1, help="N for the N-slot CPU row")
     ap.add_argument("--threads", type=int, default=1, help="CPU threads per genome (fixed across layouts)")
-    ap.add_argument("--budget", default="20steps")
-    ap.add_argument("--gpu-budget", default="200steps")
+    ap.add_argument("--budget", default="20800tokens")
+    ap.add_argument("--gpu-budget", default="208000tokens")
     ap.add_argument("--per-device", default="1,2,4", help="K values for the K-per-GPU rows")
     ap.add_argument("--data", default="shakespeare", help="corpus: shakespeare or a UTF-8 text file")
     args = ap.parse_args()

@@ -46,8 +46,9 @@ def main() -> None:
 
 def print_record(record: dict) -> None:
     table = Table(show_header=False, box=None)
-    for key in ("commit", "status", "stage", "test_bpb", "val_bpb", "mfu", "tokens_per_s", "params",
-                "wall_s", "peak_mem", "seed", "budget", "device", "sandbox", "eval_s", "error"):
+    for key in ("commit", "status", "stage", "val_bpb", "test_bpb", "tokens", "wall_s", "data_stopped_s", "overrun_s",
+                "tokens_per_s", "params", "flops_per_token", "mfu", "peak_mem", "seed", "budget", "device", "sandbox",
+                "eval_s", "error"):
         value = record.get(key)
         if value not in (None, ""):
             table.add_row(f"[bold]{key}[/]", f"{value:.4g}" if isinstance(value, float) else str(value))
@@ -56,7 +57,7 @@ def print_record(record: dict) -> None:
 
 @main.command("eval")
 @click.argument("rev", default="HEAD")
-@click.option("--budget", help="Training budget: 60s, 300steps or 100000tokens.")
+@click.option("--budget", help="Training budget: 60s (the harness's clock) or 100000tokens (served by the harness).")
 @click.option("--seed", type=int, help="Seed passed to the genome.")
 @click.option("--device", help="cpu, cuda or cuda:N.")
 @click.option("--data", help="UTF-8 text file to train on (default: the Shakespeare corpus).")
@@ -108,7 +109,8 @@ repo_option = click.option("-C", "repo_dir", default=".", type=click.Path(file_o
 @click.option("--offspring", type=click.IntRange(1, 1000), help="Children per generation (default: population).")
 @click.option("--data", help="UTF-8 text file to train on (default: the Shakespeare corpus).")
 @click.option("--tokenizer", type=click.Choice(["char", "gpt2"]), default="char", show_default=True)
-@click.option("--budget", default="60s", show_default=True, help="Training budget: 60s, 300steps or 100000tokens.")
+@click.option("--budget", default="60s", show_default=True,
+              help="Training budget: 60s (the harness's clock) or 100000tokens (served by the harness).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--seed", type=int, default=1337, show_default=True)
 @one_line_errors
@@ -215,16 +217,17 @@ def status(show_all, as_json, limit, repo_dir) -> None:
         click.echo(json.dumps(board, indent=1))
         return
     table = Table(title=f"{board['repo']} - generation {board['generation']} - operator {board['operator']}")
-    for col in ("#", "genome", "gen", "test bpb", "MFU", "status", "parent", "change"):
-        table.add_column(col, justify="right" if col in ("#", "gen", "test bpb", "MFU") else "left",
+    for col in ("#", "genome", "gen", "val bpb", "test", "MFU", "status", "parent", "change"):
+        table.add_column(col, justify="right" if col in ("#", "gen", "val bpb", "test", "MFU") else "left",
                          overflow="ellipsis", no_wrap=col != "change", min_width=12 if col == "change" else None)
     rows = board["genomes"][:limit] if limit else board["genomes"]
     for i, row in enumerate(rows, 1):
         bpb = "-" if row["fitness"] is None else f"{row['fitness']:.4f}" + (
             f" ±{row['spread']:.4f}" if row["n"] > 1 else "")
+        test = "-" if row["test"] is None else f"{row['test']:.4f}"
         mfu = "-" if row["mfu"] is None else f"{row['mfu']:.1%}"
         name = row["name"] + (" [dim](archived)[/]" if row["archived"] else "")
-        table.add_row(str(i), name, str(row["generation"]), bpb, mfu, row["status"] or "unevaluated",
+        table.add_row(str(i), name, str(row["generation"]), bpb, test, mfu, row["status"] or "unevaluated",
                       row["parent"], escape(row["title"]))
     console.print(table)
     if len(rows) < len(board["genomes"]):
@@ -258,9 +261,11 @@ def show(genome, repo_dir) -> None:
         console.print("\n" + escape(d["body"]) + "\n")
     f = d["fitness"]
     if f:
-        console.print(f"fitness {f['fitness']} (spread {f['spread']}, {f['n']} runs, status {f['status']})")
+        console.print(f"fitness (val bpb) {f['fitness']} (spread {f['spread']}, {f['n']} runs, status {f['status']}); "
+                      f"test bpb {f['test']} ({f['test_n']} runs; never used by selection)")
         for run in f["runs"]:
-            console.print(f"  seed {run['seed']}: {run['status']} stage={run['stage']} test_bpb={run['test_bpb']} "
+            console.print(f"  seed {run['seed']}: {run['status']} stage={run['stage']} val_bpb={run.get('val_bpb')} "
+                          f"test_bpb={run.get('test_bpb')} tokens={run.get('tokens')} "
                           f"tokens/s={run['tokens_per_s'] and round(run['tokens_per_s'])} {escape(run['error'][:200])}")
     else:
         console.print("not evaluated yet")
@@ -280,7 +285,7 @@ def lineage(genome, repo_dir) -> None:
 
     repo, cfg = evolution_repo(repo_dir)
     table = Table(title=f"lineage of {genome}")
-    for col in ("gen", "commit", "operator", "test bpb", "delta", "change"):
+    for col in ("gen", "commit", "operator", "val bpb", "delta", "change"):
         table.add_column(col)
     for row in ancestry(repo, cfg, genome):
         delta = "" if row["delta"] is None else f"[{'green' if row['delta'] < 0 else 'red'}]{row['delta']:+.4f}[/]"
@@ -384,7 +389,7 @@ def review(rid, as_patch, repo_dir) -> None:
     console.print("\n" + escape(doc["rationale"]) + "\n")
     ev = doc["evidence"]
     bpb = "unevaluated" if ev["fitness"] is None else f"{ev['fitness']:.4f} ±{ev['spread']:.4f} over {ev['runs']} runs"
-    console.print(f"[bold]evidence[/]: darwin/{ev['genome']} test bpb {bpb} ({ev['status']})")
+    console.print(f"[bold]evidence[/]: darwin/{ev['genome']} val bpb {bpb} ({ev['status']})")
     if ev["cited"]:
         console.print(f"  cited: {escape(ev['cited'])}")
     console.print(f"[bold]fitness history of {ev['genome']}[/] (first-parent lineage, from the fitness notes):")
@@ -475,7 +480,7 @@ def comment(rid, text, by, repo_dir) -> None:
 @click.option("--from", "source", required=True, help="A patch file, or a branch (its changes since it left --to).")
 @click.option("--title", required=True, help="One line, like a commit subject.")
 @click.option("--to", "to", required=True, help="The living genome (or an agent with one) the change is for.")
-@click.option("--rationale", default="", help="Why it should lower test bpb.")
+@click.option("--rationale", default="", help="Why it should lower val bpb.")
 @click.option("--kind", type=click.Choice(["script", "restructure", "data", "other"]), default="script",
               show_default=True)
 @identity_option

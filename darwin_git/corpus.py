@@ -1,8 +1,11 @@
-"""The corpus: fetch (offline-friendly), tokenize, split, and keep the test split away from genomes.
+"""The corpus: fetch (offline-friendly), tokenize, and split three ways, two of them held by the harness.
 
-A prepared corpus lives in the user's cache as two folders:
-  public/   train.bin, val.bin, meta.json  -> mounted read-only into genome sandboxes
-  private/  test.bin, val.bin, meta.json   -> read only by the harness's scoring step
+A prepared corpus lives in the user's cache, which no genome process can see:
+  public/   train.bin, meta.json  -> served to the genome by the data channel (channel.py), never mounted
+  private/  val.bin, test.bin, meta.json -> read by the harness's scorer alone
+val is the split selection optimises; test is never used by selection, so it stays an honest report.
+A genome is shown only `genome_meta`: sizes and the vocabulary, never where the text came from.
+Caches made before the three-way split also hold public/val.bin; nothing reads it any more.
 """
 from __future__ import annotations
 
@@ -91,6 +94,22 @@ class Corpus:
     def private(self) -> Path:
         return self.root / "private"
 
+    def tokens(self, split: str) -> np.ndarray:
+        """A split's token ids, read by the harness; a held-out split must match its recorded checksum."""
+        folder = self.public if split == "train" else self.private
+        raw = (folder / f"{split}.bin").read_bytes()
+        want = self.meta.get(f"{split}_sha256")
+        if want and hashlib.sha256(raw).hexdigest() != want:
+            raise DarwinError(f"the cached {split} split under {folder} was changed since it was prepared; "
+                              f"delete {self.root} and run again to rebuild it")
+        return np.frombuffer(raw, dtype=np.uint16)
+
+    def genome_meta(self) -> dict:
+        """What a genome may know of the corpus: vocabulary and train size, not the source path or held-out text."""
+        keep = ("tokenizer", "vocab_size", "dtype", "token_bytes", "chars", "train_tokens", "unigram_bits_per_byte")
+        public = json.loads((self.public / "meta.json").read_text())
+        return {k: public[k] for k in keep if k in public}
+
 
 def _encoder(tokenizer: str, text: str):
     """Return (encode, vocab_size, token_bytes, extra meta) for the tokenizer."""
@@ -147,7 +166,7 @@ def prepare(source: str = SHAKESPEARE, tokenizer: str = "char", root: Path | Non
     }
     (root / "data").mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root / "data"))
-    for folder, splits in (("public", ("train", "val")), ("private", ("val", "test"))):
+    for folder, splits in (("public", ("train",)), ("private", ("val", "test"))):
         (tmp / folder).mkdir()
         split_meta = dict(meta)
         for name in splits:
@@ -155,6 +174,7 @@ def prepare(source: str = SHAKESPEARE, tokenizer: str = "char", root: Path | Non
             ids.tofile(tmp / folder / f"{name}.bin")
             split_meta[f"{name}_tokens"] = int(len(ids))
             split_meta[f"{name}_bytes"] = len(parts[name].encode("utf-8"))
+            split_meta[f"{name}_sha256"] = hashlib.sha256(ids.tobytes()).hexdigest()
         (tmp / folder / "meta.json").write_text(json.dumps(split_meta))
     try:
         os.rename(tmp, corpus_dir)

@@ -1,12 +1,13 @@
-"""Evaluate one genome commit: staged training in a sandboxed worktree, scored by the harness.
+"""Evaluate one genome commit: staged training in a sandboxed worktree, metered and scored by the harness.
 
 Stages, so a broken genome costs seconds, not a whole budget:
   check  compile every .py and import the model module      (short timeout)
-  smoke  train 2 steps and write a checkpoint                 (short timeout)
-  train  train for the full budget                            (budget + grace)
-  score  harness computes test/val bits per byte itself       (own timeout)
-The record names the stage that failed. Nothing the genome prints or writes becomes its
-fitness: `test_bpb` comes from scoring.py on a split that never enters the worktree.
+  smoke  train on two served batches and write a checkpoint (short timeout)
+  train  train while the data channel serves the budget      (deadline + grace, then killed)
+  score  the harness streams val (and test) text to the model and computes bits per byte itself
+The record names the stage that failed. Every measured field is the harness's own: tokens served
+by the channel, its clock, parameters counted in the checkpoint; what the genome writes to
+metrics.json is kept under `reported` and never used.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ import re
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -27,13 +29,19 @@ from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 
+import numpy as np
+
 from . import git, sandbox, scoring
+from .channel import Channel, Meter
 from .corpus import Corpus, _atomic_write, cache_root, prepare
 from .errors import DarwinError
 
 GENOME_FILES = ("train.py", "model.py")
 STATUSES = ("ok", "crashed", "timeout", "oom", "diverged", "invalid-output")
 BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|steps|tokens)\s*$")
+TOKEN_CAP_S = 600.0  # a token budget's wall-clock cap when [evaluation] timeout_s is 0
+SMOKE_BATCHES = 2
+REPORT_BYTES = 1 << 20  # metrics.json larger than this is not read
 KNOWN_PEAKS = {"H200": 989.5e12, "H100": 989.5e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12,
                "A10": 125e12, "4090": 165e12}  # dense bf16 FLOP/s from vendor sheets
 CHECK = ("import pathlib\n"
@@ -51,10 +59,14 @@ class WorkerLost(DarwinError):
 
 
 def parse_budget(text: str) -> tuple[str, float]:
-    """'60s' -> ('s', 60.0); also '300steps' and '100000tokens'. One-line error otherwise."""
+    """'60s' -> ('s', 60.0); '100000tokens' -> ('tokens', 100000.0). One-line error otherwise."""
     m = BUDGET.match(str(text))
+    if m and m.group(2) == "steps":
+        raise DarwinError(f"budget {text!r}: step budgets are gone (the harness cannot count a genome's steps, and a "
+                          "batch-size change makes them meaningless); set budget to Ntokens (the template serves "
+                          f"{16 * 65} tokens a step) or Ns in darwin.toml")
     if not m or float(m.group(1)) <= 0:
-        raise DarwinError(f"budget {text!r} not understood; use e.g. 60s, 300steps or 100000tokens")
+        raise DarwinError(f"budget {text!r} not understood; use e.g. 60s or 100000tokens")
     return m.group(2), float(m.group(1))
 
 
@@ -62,30 +74,35 @@ def parse_budget(text: str) -> tuple[str, float]:
 class EvalSettings:
     """Everything that decides a fitness number; stored in darwin.toml for an evolution repo."""
 
-    budget: str = "60s"
+    budget: str = "60s"  # Ns: the harness's clock; Ntokens: tokens the data channel serves
     device: str = "cpu"
     seed: int = 1337
     data: str = "shakespeare"
     tokenizer: str = "char"
     memory_mb: int = 8192
-    timeout_s: float = 0  # 0: derived from the budget
+    timeout_s: float = 0  # a token budget's wall-clock cap (0: 600 s); data stops there too
+    grace_s: float = 0  # after data stops, seconds to save the checkpoint and exit (0: max(2, 2% of the deadline))
     smoke_timeout_s: float = 120
-    score_timeout_s: float = 300
-    score_tokens: int = 32768
+    score_timeout_s: float = 300  # per split
+    score_tokens: int = 32768  # scored predictions per split
+    score_context: int = 1024  # the longest context a prediction is made from (capped by the model's block size)
     peak_flops: float = 0  # 0: look up the GPU, or measure the CPU once
     sandbox: str = "auto"  # auto | bwrap | none
     threads: int = 1  # CPU threads per genome process: fixed, so fitness never depends on how many run at once
 
-    def train_timeout(self) -> float:
-        if self.timeout_s:
-            return self.timeout_s
+    def meter(self) -> Meter:
+        """What the train stage's data channel serves, and until when."""
         kind, amount = parse_budget(self.budget)
-        return amount * 1.5 + 90 if kind == "s" else 900.0
+        return Meter(kind, amount, amount if kind == "s" else (self.timeout_s or TOKEN_CAP_S))
+
+    def grace(self, deadline_s: float) -> float:
+        return self.grace_s or max(2.0, 0.02 * deadline_s)
 
 
 @dataclass
 class FitnessRecord:
-    """One evaluation of one commit. `test_bpb` is the fitness (lower is better)."""
+    """One evaluation of one commit. `val_bpb` is the fitness selection uses (lower is better); `test_bpb`,
+    when scored, is the report selection never sees. Every number here is measured by the harness."""
 
     commit: str
     status: str
@@ -94,8 +111,12 @@ class FitnessRecord:
     val_bpb: float | None = None
     mfu: float | None = None
     tokens_per_s: float | None = None
-    params: int | None = None
-    wall_s: float | None = None
+    tokens: int | None = None  # training tokens the data channel served
+    params: int | None = None  # tensor elements in the checkpoint
+    flops_per_token: float | None = None  # 6 x params: the matmul FLOPs of a dense transformer, fwd + bwd
+    wall_s: float | None = None  # the train stage, process start to exit, by the harness's clock
+    data_stopped_s: float | None = None  # when the channel first refused data (budget spent), if it did
+    overrun_s: float | None = None  # seconds the process ran past the deadline (within the grace)
     peak_mem: int | None = None
     seed: int = 0
     budget: str = ""
@@ -177,7 +198,7 @@ def _measured_peak(path: Path, settings: EvalSettings, device_name: str) -> floa
 def _failure(outcome: sandbox.Outcome, timeout_s: float, memory_mb: int) -> tuple[str, str] | None:
     """Map a finished stage to (status, error) or None when it succeeded."""
     if outcome.timed_out:
-        return "timeout", f"killed after {timeout_s:.0f}s wall-clock"
+        return "timeout", outcome.why or f"killed after {timeout_s:.0f}s wall-clock"
     if outcome.over_memory:
         return "oom", f"resident memory passed the {memory_mb} MB limit; killed"
     if outcome.returncode == 0:
@@ -196,8 +217,9 @@ def is_genome(repo: Path, sha: str) -> bool:
 
 
 def evaluate(repo: Path, rev: str, settings: EvalSettings, corpus: Corpus | None = None,
-             slot_env: dict[str, str] | None = None) -> FitnessRecord:
-    """Evaluate `rev` of `repo`; every genome failure becomes a record, never an exception."""
+             slot_env: dict[str, str] | None = None, test: bool = True) -> FitnessRecord:
+    """Evaluate `rev` of `repo`; every genome failure becomes a record, never an exception.
+    `test=False` scores val alone: generations score test only on the runs that confirm a survivor."""
     sha = git.resolve(repo, rev)
     if not is_genome(repo, sha):
         raise DarwinError(f"{rev} is not a genome: its tree lacks {' and '.join(GENOME_FILES)} at the root")
@@ -221,7 +243,7 @@ def evaluate(repo: Path, rev: str, settings: EvalSettings, corpus: Corpus | None
     tmp.mkdir()
     git.worktree_add(repo, wt, sha)
     try:
-        _run_stages(record, settings, corpus, wt, tmp, work, mode, device_name, slot_env or {})
+        _run_stages(record, settings, corpus, wt, tmp, work, mode, device_name, slot_env or {}, test)
     finally:
         git.worktree_remove(repo, wt)
         shutil.rmtree(work, ignore_errors=True)
@@ -246,77 +268,137 @@ def _version(pkg: str) -> str:
 
 
 def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path, tmp: Path, work: Path,
-                mode: str, device_name: str, slot_env: dict[str, str]) -> None:
+                mode: str, device_name: str, slot_env: dict[str, str], test: bool) -> None:
     memory = s.memory_mb * 2**20
     threads = {"OMP_NUM_THREADS": str(s.threads), "MKL_NUM_THREADS": str(s.threads)}
-    base_env = {"HOME": str(tmp), "TMPDIR": str(tmp), "DARWIN_DATA": str(corpus.public),
-                "DARWIN_SEED": str(s.seed), "DARWIN_DEVICE": s.device,
-                "DARWIN_PEAK_FLOPS": repr(peak_flops(s, device_name)), **threads, **slot_env}
+    data = work / "data"  # what the genome may know of the corpus: its meta, no text
+    data.mkdir()
+    (data / "meta.json").write_text(json.dumps(corpus.genome_meta()))
+    base_env = {"HOME": str(tmp), "TMPDIR": str(tmp), "DARWIN_DATA": str(data), "DARWIN_SEED": str(s.seed),
+                "DARWIN_DEVICE": s.device, "DARWIN_PEAK_FLOPS": repr(peak_flops(s, device_name)), **threads, **slot_env}
     python = [sys.executable]
+    train_tokens = corpus.tokens("train")
 
-    def stage(name: str, argv: list[str], budget: str, timeout: float) -> Path | None:
+    def stage(name: str, argv: list[str], budget: str, meter: Meter | None, timeout: float) -> Path | None:
+        """Run one stage; with a meter, the data channel serves it and it must exit within the grace of
+        the data stopping (or of `timeout`, the deadline plus the grace)."""
         out = work / name
         out.mkdir()
-        env = sandbox.clean_env({**base_env, "DARWIN_OUT": str(out), "DARWIN_BUDGET": budget})
-        jail = sandbox.Jail(writable=[wt, tmp, out], readable=[corpus.public], hidden=[cache_root()]) \
-            if mode == "bwrap" else None
+        channel = Channel(train_tokens, meter) if meter else None
+        env = sandbox.clean_env({**base_env, "DARWIN_OUT": str(out), "DARWIN_BUDGET": budget,
+                                 **(channel.env() if channel else {})})
+        jail = sandbox.Jail(writable=[wt, tmp, out], readable=[data]) if mode == "bwrap" else None
         record.stage = name
-        outcome = sandbox.run(argv, wt, env, timeout, memory, jail, work / f"{name}-log")
+        try:
+            outcome = sandbox.run(argv, wt, env, timeout, memory, jail, work / f"{name}-log",
+                                  pass_fds=channel.child_fds if channel else (),
+                                  started=channel.start if channel else None,
+                                  overdue=(lambda: channel.overdue(s.grace(meter.deadline_s))) if channel else None)
+        finally:
+            if channel:
+                channel.close()
         if outcome.returncode in KILLED:
             raise WorkerLost(f"the {name} stage of {record.commit[:10]} was killed from outside "
                              f"(exit {outcome.returncode}); evaluate it again")
         failed = _failure(outcome, timeout, s.memory_mb)
+        if channel and channel.refused and not failed:
+            failed = ("crashed", f"the data channel refused a request: {channel.refused}")
         if failed:
             record.status, record.error = failed
             return None
         record.peak_mem = outcome.peak_rss
+        if channel and name == "train":
+            record.tokens, record.data_stopped_s = channel.tokens, channel.spent_at
+            record.wall_s = round(outcome.wall_s, 3)
+            record.overrun_s = round(max(0.0, outcome.wall_s - meter.deadline_s), 3)
         return out
 
-    if not stage("check", python + ["-c", CHECK], s.budget, s.smoke_timeout_s):
+    smoke = Meter("requests", SMOKE_BATCHES, s.smoke_timeout_s)
+    meter = s.meter()
+    if not stage("check", python + ["-c", CHECK], s.budget, None, s.smoke_timeout_s):
         return
-    if not stage("smoke", python + ["train.py"], "2steps", s.smoke_timeout_s):
+    if not stage("smoke", python + ["train.py"], f"{SMOKE_BATCHES}batches", smoke, s.smoke_timeout_s):
         return
-    out = stage("train", python + ["train.py"], s.budget, s.train_timeout())
+    out = stage("train", python + ["train.py"], s.budget, meter, meter.deadline_s + s.grace(meter.deadline_s))
     if not out:
         return
-    try:
-        reported = json.loads((out / "metrics.json").read_text())
-        assert isinstance(reported, dict)
-    except (OSError, ValueError, AssertionError):
-        record.status, record.error = "invalid-output", "train.py wrote no valid metrics.json to DARWIN_OUT"
+    record.reported = _read_report(out / "metrics.json")
+    ckpt = out / "ckpt.pt"
+    if not _regular_file(ckpt):
+        record.status, record.error = "invalid-output", "train.py wrote no ckpt.pt (a regular file) to DARWIN_OUT"
         return
-    record.reported = reported
-    if not isinstance(reported.get("train_loss"), (int, float)) or not math.isfinite(reported["train_loss"]):
-        record.status, record.error = "diverged", f"reported train_loss is {reported.get('train_loss')!r}"
-        return
-    for key in ("mfu", "tokens_per_s", "params", "wall_s"):
-        if isinstance(reported.get(key), (int, float)):
-            setattr(record, key, reported[key])
-    if not (out / "ckpt.pt").is_file():
-        record.status, record.error = "invalid-output", "train.py wrote no ckpt.pt to DARWIN_OUT"
-        return
+    record.params = checkpoint_params(ckpt)
+    record.tokens_per_s = round(record.tokens / max(record.wall_s, 1e-9), 1)
+    if record.params:
+        record.flops_per_token = 6.0 * record.params
+        record.mfu = record.flops_per_token * record.tokens_per_s / peak_flops(s, device_name)
     record.stage = "score"
-    jail = sandbox.Jail(writable=[tmp], readable=[corpus.private, wt, out], hidden=[cache_root()]) \
-        if mode == "bwrap" else None
+    jail = sandbox.Jail(writable=[tmp], readable=[wt, out]) if mode == "bwrap" else None
     env = sandbox.clean_env({"HOME": str(tmp), "TMPDIR": str(tmp), "PYTHONPATH": _package_root(), **threads,
                              **slot_env})
+    splits = {name: corpus.tokens(name) for name in (("val", "test") if test else ("val",))}
+    token_bytes = np.array(corpus.meta["token_bytes"], dtype=np.int64)
     try:
-        scores, _ = scoring.score(wt, out / "ckpt.pt", corpus.private, ("test", "val"), s.score_tokens,
-                                  env, jail, s.score_timeout_s, memory, seed=s.seed)
+        scores = scoring.score(wt, ckpt, splits, token_bytes, s.score_tokens, s.score_context, env, jail,
+                               s.score_timeout_s, memory, work)
     except scoring.ScoreError as e:
         err = str(e)
         record.status = "diverged" if "non-finite" in err else "invalid-output"
-        record.error = err + _stderr_hint(out / "score-stderr.txt")
+        record.error = err + _stderr_hint(work)
         return
-    record.test_bpb = round(scores["test"].bpb, 6)
     record.val_bpb = round(scores["val"].bpb, 6)
-    record.scored_tokens = scores["test"].tokens
+    record.test_bpb = round(scores["test"].bpb, 6) if "test" in scores else None
+    record.scored_tokens = scores["val"].tokens
     record.stage = "done"
 
 
-def _stderr_hint(path: Path) -> str:
-    lines = path.read_text(errors="replace").strip().splitlines() if path.exists() else []
-    return f" (model process said: {lines[-1]})" if lines else ""
+def _regular_file(path: Path) -> bool:
+    """True for a regular file, never following a link the genome left there."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except OSError:
+        return False
+
+
+def _read_report(path: Path) -> dict:
+    """The genome's metrics.json, if it is a small regular JSON object; kept under `reported`, never trusted."""
+    if not _regular_file(path) or os.lstat(path).st_size > REPORT_BYTES:
+        return {}
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            doc = json.loads(f.read(REPORT_BYTES))
+    except (OSError, ValueError):
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def checkpoint_params(path: Path) -> int | None:
+    """Tensor elements in a checkpoint, each shared tensor once (a tied head is one matrix), read with
+    torch's weights-only loader; None when it is not a torch file (the genome's format is its own)."""
+    import torch
+
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # any malformed file: unknown, not fatal, since params only feed the MFU report
+        return None
+    seen, stack = {}, [obj]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, torch.Tensor):
+            seen[(item.untyped_storage().data_ptr(), item.storage_offset(), item.numel())] = item.numel()
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, (list, tuple)):
+            stack.extend(item)
+    return sum(seen.values()) or None
+
+
+def _stderr_hint(work: Path) -> str:
+    lines = []
+    for path in sorted(work.glob("score-*-stderr.txt")):
+        lines += sandbox.tail_text(path, 4096).strip().splitlines()
+    return f" (model process said: {lines[-1][:300]})" if lines else ""
 
 
 def _package_root() -> str:

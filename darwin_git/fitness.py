@@ -1,9 +1,12 @@
 """Fitness notes: every evaluation of a commit, plus the mean and spread selection uses.
 
 Note layout under refs/notes/darwin/fitness (one JSON document per commit):
-  {"fitness": mean test bpb over runs, "spread": sample std (0 for one run), "n": runs,
-   "status": "ok" or the first failure, "runs": [FitnessRecord, ...]}
+  {"split": "val", "fitness": mean val bpb over runs (what selection uses), "spread": its sample std
+   (0 for one run), "n": runs, "test": mean test bpb over the runs that scored it (never used by
+   selection), "test_n": how many did, "status": "ok" or the first failure, "runs": [FitnessRecord, ...]}
 A genome that failed any run has fitness null: one crash is enough to never survive.
+Notes written before the three-way split (no "split" key) held the mean *test* bpb as fitness;
+they are read by summarising their runs again, which carry both numbers, so fitness is val there too.
 """
 from __future__ import annotations
 
@@ -13,17 +16,28 @@ from pathlib import Path
 
 from . import git
 
+SPLIT = "val"
+
 
 def summarize(runs: list[dict]) -> dict:
     failed = next((r for r in runs if r["status"] != "ok"), None)
-    scores = [r["test_bpb"] for r in runs if r["status"] == "ok"]
+    scores = [r["val_bpb"] for r in runs if r["status"] == "ok" and r.get("val_bpb") is not None]
+    tests = [r["test_bpb"] for r in runs if r["status"] == "ok" and r.get("test_bpb") is not None]
     return {
+        "split": SPLIT,
         "status": failed["status"] if failed else "ok",
         "fitness": None if failed or not scores else round(statistics.fmean(scores), 6),
         "spread": round(statistics.stdev(scores), 6) if len(scores) > 1 else 0.0,
         "n": len(runs),
+        "test": None if failed or not tests else round(statistics.fmean(tests), 6),
+        "test_n": len(tests),
         "runs": runs,
     }
+
+
+def current(doc: dict) -> dict:
+    """A note as selection reads it today: an older note's summary is rebuilt from its runs."""
+    return doc if doc.get("split") == SPLIT else summarize(doc.get("runs", []))
 
 
 def add_run(repo: Path, record: dict, ref: str) -> dict:
@@ -37,6 +51,12 @@ def add_run(repo: Path, record: dict, ref: str) -> dict:
     return doc
 
 
+def of(repo: Path, ref: str, sha: str) -> dict | None:
+    """One commit's fitness doc, or None before it is evaluated."""
+    doc = git.note_json(repo, ref, sha)
+    return current(doc) if doc else None
+
+
 def all_fitness(repo: Path, ref: str) -> dict[str, dict]:
     """{commit sha: fitness doc} for every evaluated commit, in two git processes."""
-    return git.notes_json(repo, ref)
+    return {sha: current(doc) for sha, doc in git.notes_json(repo, ref).items()}

@@ -234,15 +234,15 @@ class Generation:
                            f"[dim](darwin-git review {doc['id']})[/]")
 
     # ---- evaluate ----------------------------------------------------------------------------
-    def _run_eval(self, jobs: list[tuple[str, str, int]], plan: dict) -> None:
-        """Evaluate (name, sha, seed) jobs on the executor's slots, writing each note as soon as it exists."""
+    def _run_eval(self, jobs: list[Job], plan: dict) -> None:
+        """Evaluate jobs on the executor's slots, writing each note as soon as it exists."""
         if not jobs:
             return
         self.corpus = self.corpus or prepare(self.cfg.evaluation.data, self.cfg.evaluation.tokenizer)
         before = genomes(self.repo, self.cfg, plan.get("population", {}))
         parent_fit = {g.sha: g.fitness for g in before.values()}
         self.executor = self.executor or executor_for(self.cfg.executor, self.cfg.evaluation)
-        runs = self.executor.run(self.repo, [Job(*job) for job in jobs], self.cfg.evaluation, self.corpus, self.console)
+        runs = self.executor.run(self.repo, jobs, self.cfg.evaluation, self.corpus, self.console)
         for job, record in runs:  # each note is written here, by the driver alone, as its run ends
             doc = fitness.add_run(self.repo, record, self.cfg.notes.fitness)
             parent = plan.get("parents", {}).get(job.name)
@@ -251,14 +251,14 @@ class Generation:
     def _report(self, name: str, sha: str, record: dict, doc: dict, parent_fitness: float | None) -> None:
         info = population.commit_info(self.repo, [sha]).get(sha)
         operator = info.trailers.get("Darwin-Operator", "template") if info else ""
-        bpb = f"{record['test_bpb']:.4f}" if record["test_bpb"] is not None else "-"
+        bpb = f"{record['val_bpb']:.4f}" if record["val_bpb"] is not None else "-"
         delta = ""
-        if record["test_bpb"] is not None and parent_fitness is not None:
-            d = record["test_bpb"] - parent_fitness
+        if record["val_bpb"] is not None and parent_fitness is not None:
+            d = record["val_bpb"] - parent_fitness
             delta = f"[{'green' if d < 0 else 'red'}]{d:+.4f}[/] vs parent"
         colour = "green" if record["status"] == "ok" else "red"
         self.console.print(f"  {name:<18} {operator:<24} [{colour}]{record['status']:<14}[/] "
-                           f"test bpb {bpb:<8} {delta}  (seed {record['seed']}, {record['eval_s']:.0f}s)")
+                           f"val bpb {bpb:<8} {delta}  (seed {record['seed']}, {record['eval_s']:.0f}s)")
 
     def _evaluate_missing(self, names: dict[str, str], plan: dict) -> None:
         docs = fitness.all_fitness(self.repo, self.cfg.notes.fitness)
@@ -266,16 +266,17 @@ class Generation:
         for name, sha in sorted(names.items()):
             if sha not in docs and sha not in seen:
                 seen.add(sha)
-                jobs.append((name, sha, self.cfg.evaluation.seed))
+                jobs.append(Job(name, sha, self.cfg.evaluation.seed, test=False))
         self._run_eval(jobs, plan)
 
     def _confirm(self, names: dict[str, str]) -> None:
-        """Re-run would-be survivors on fresh seeds until the top `population` are all measured."""
+        """Re-run would-be survivors on fresh seeds until the top `population` are all measured; these runs
+        also score the test split, so every confirmed survivor has an honest report beside its val fitness."""
         want = 1 + self.cfg.evolution.reevaluations
         for _ in range(self.cfg.evolution.population * want + 1):
             pop = genomes(self.repo, self.cfg, names)
             top = {g.sha: g for g in selection.survivors(list(pop.values()), self.cfg.evolution.population)}
-            jobs = [(g.name, g.sha, self.cfg.evaluation.seed + g.n) for g in top.values() if g.n < want]
+            jobs = [Job(g.name, g.sha, self.cfg.evaluation.seed + g.n) for g in top.values() if g.n < want]
             if not jobs:
                 return
             self._run_eval(jobs, {})

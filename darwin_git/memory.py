@@ -297,7 +297,7 @@ def evidence(hist: History) -> str:
     worst = sorted((c for c in scored if c.delta > 0), key=lambda c: -c.delta)
     lines = [f"# Evidence: {len(scored)} changes scored against their parent, {len(hist.attempts)} proposals "
              f"failed before training; template {_bpb(hist.baseline)} bpb",
-             "## Biggest improvements (test bpb, child minus parent)"]
+             "## Biggest improvements (val bpb, child minus parent)"]
     lines += [f"- {c.delta:+.4f} {c.title} [{c.operator}] ({c.name}, g{c.generation})"
               for c in improvements(hist)[:8]] or ["- none yet"]
     lines.append("## Biggest regressions")

@@ -36,7 +36,7 @@ def leaderboard(repo: Path, cfg: Config, include_archive: bool = False) -> dict:
             "name": name, "sha": sha, "archived": archived,
             "generation": int(trailers.get("Darwin-Generation", 0)),
             "fitness": doc.get("fitness"), "spread": doc.get("spread", 0.0), "n": doc.get("n", 0),
-            "status": doc.get("status", ""), "mfu": _mfu(doc),
+            "test": doc.get("test"), "status": doc.get("status", ""), "mfu": _mfu(doc),
             "operator": trailers.get("Darwin-Operator", "template"),
             "parent": " ".join(p[:8] for p in parent.split()), "title": ci.subject if ci else "",
         })
@@ -90,7 +90,7 @@ def describe(repo: Path, cfg: Config, name: str) -> dict:
     return {
         "name": display, "sha": sha, "title": ci.subject, "body": ci.body.split("\n\nDarwin-")[0].strip()
         if ci.trailers else ci.body, "trailers": ci.trailers, "diff": diff,
-        "fitness": git.note_json(repo, cfg.notes.fitness, sha),
+        "fitness": fitness.of(repo, cfg.notes.fitness, sha),
         "failures": [f for f in mutation.failures(repo, cfg) if f["parent"] == sha],
     }
 

@@ -21,7 +21,7 @@ import re
 import time
 from pathlib import Path
 
-from . import git, mutation, population
+from . import fitness, git, mutation, population
 from .config import Config
 from .errors import DarwinError
 from .operators import KINDS, RequestDraft
@@ -90,7 +90,7 @@ def reviewer(repo: Path) -> str:
 
 def evidence(repo: Path, cfg: Config, genome: str, sha: str, cited: str = "") -> dict:
     """The fitness the request rests on, from the genome's note, beside what the requester cites."""
-    doc = git.note_json(repo, cfg.notes.fitness, sha) or {}
+    doc = fitness.of(repo, cfg.notes.fitness, sha) or {}
     return {"genome": genome, "sha": sha, "fitness": doc.get("fitness"), "spread": doc.get("spread", 0.0),
             "runs": doc.get("n", 0), "status": doc.get("status", "unevaluated"), "cited": cited}
 

@@ -5,15 +5,16 @@ children, read files it should not, or phone home. Each run gets:
 - a fresh session/process group, killed whole on timeout or at exit (no orphans on a GPU);
 - a resident-memory watchdog over the whole process tree (works for CPU and CUDA alike,
   unlike RLIMIT_AS, which breaks CUDA's large virtual mappings);
-- an environment without API keys, tokens or secrets;
-- under bubblewrap, when it works here: no network, a read-only view of the system, the
-  harness's data cache hidden, and only the paths the caller names writable.
+- an environment built from nothing (an allow-list), so no key or token of the harness's reaches it;
+- under bubblewrap, when it works here: no network, its own PID namespace, and a filesystem built
+  from an allow-list too: the system's programs and libraries and the interpreter read-only, the
+  paths the caller names, and nothing else (no $HOME, no /tmp of the host, no cache, no corpus, no
+  other repo, no host sockets).
 """
 from __future__ import annotations
 
 import functools
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -22,16 +23,21 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
-SECRET = re.compile(r"(^OPENAI_|^ANTHROPIC_|^AWS_|^AZURE_|^HF_|^GH_|^GITHUB_|^GOOGLE_|"
-                    r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIALS?)$)", re.IGNORECASE)
 PAGE = os.sysconf("SC_PAGE_SIZE")
+PASSED = ("PATH", "LD_LIBRARY_PATH", "CUDA_HOME", "NVIDIA_DRIVER_CAPABILITIES")  # taken from the parent, if set
+SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+TAIL_BYTES = 64 * 1024  # how much of a child's output the harness ever reads
+ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group", "nsswitch.conf")
 
 
 def clean_env(extra: dict[str, str]) -> dict[str, str]:
-    """The parent's environment minus anything that looks like a credential, plus `extra`."""
-    env = {k: v for k, v in os.environ.items() if not SECRET.search(k) and not k.startswith("GIT_")}
-    env.update(PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1", **extra)
+    """A genome's environment, built from nothing: a few system variables, a locale, and `extra`
+    (the harness's DARWIN_*, HOME and TMPDIR, thread counts, CUDA_VISIBLE_DEVICES)."""
+    env = {k: os.environ[k] for k in PASSED if k in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env.update(LANG="C.UTF-8", LC_ALL="C.UTF-8", PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1", **extra)
     return env
 
 
@@ -40,44 +46,57 @@ def bwrap_works() -> bool:
     """True when bubblewrap is installed and allowed to make namespaces on this machine."""
     if not shutil.which("bwrap"):
         return False
-    probe = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-             "--unshare-net", "--unshare-pid", "--die-with-parent", "true"]
+    probe = Jail().wrap([sys.executable, "-c", "pass"], Path("/"))
     try:
         return subprocess.run(probe, capture_output=True, timeout=20).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
         return False
 
 
+def package_dir() -> Path:
+    """darwin_git itself: the scoring runner imports it inside the jail."""
+    return Path(__file__).resolve().parent
+
+
 def runtime_paths() -> list[Path]:
-    """What a Python child needs to start: the interpreter, its prefixes, import paths, and darwin_git itself."""
-    found = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable)), *sys.path,
-             str(Path(__file__).resolve().parent.parent)}
-    return sorted({Path(p).resolve() for p in found if p and os.path.isdir(p)})
+    """What a Python child needs to start: the interpreter, its prefixes, its import paths and darwin_git.
+    Import paths outside the prefixes (a checkout on sys.path, the current folder) are left out."""
+    prefixes = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix)}
+    found = set(prefixes) | {Path(os.path.realpath(sys.executable)).parent, package_dir()}
+    for entry in sys.path:
+        p = Path(entry).resolve() if entry else None
+        if p and p.is_dir() and (p.name in ("site-packages", "dist-packages") or any(q in p.parents for q in prefixes)):
+            found.add(p)
+    kept = sorted(p for p in found if p.is_dir())
+    return [p for p in kept if not any(q in p.parents for q in kept)]  # a bound folder brings its subfolders
 
 
 @dataclass
 class Jail:
-    """What a sandboxed process may see: writable paths, read-only paths re-exposed inside hidden ones."""
+    """What a sandboxed process may see: the system read-only, and the paths named here, nothing else."""
 
     writable: list[Path] = field(default_factory=list)
     readable: list[Path] = field(default_factory=list)
-    hidden: list[Path] = field(default_factory=list)
 
     def wrap(self, argv: list[str], cwd: Path) -> list[str]:
-        cmd = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp",
-               "--unshare-net", "--unshare-pid", "--unshare-ipc", "--die-with-parent"]
-        for p in self.hidden:
-            cmd += ["--tmpfs", str(p)]
-        masked = [Path("/tmp"), *self.hidden]
+        cmd = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--dev", "/dev", "--proc", "/proc",
+               "--tmpfs", "/tmp", "--dir", "/run"]
+        for p in SYSTEM:
+            if os.path.islink(p):
+                cmd += ["--symlink", os.readlink(p), p]
+            elif os.path.isdir(p):
+                cmd += ["--ro-bind", p, p]
+        for name in ETC:
+            cmd += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+        cmd += ["--ro-bind-try", "/sys/devices/system/cpu", "/sys/devices/system/cpu"]
+        for dev in sorted(Path("/dev").glob("nvidia*")):  # a GPU slot's devices (CUDA_VISIBLE_DEVICES picks one)
+            cmd += ["--dev-bind", str(dev), str(dev)]
         for p in runtime_paths():
-            if any(p == m or m in p.parents for m in masked):
-                cmd += ["--ro-bind", str(p), str(p)]  # e.g. a virtualenv under /tmp: still importable
+            cmd += ["--ro-bind", str(p), str(p)]
         for p in self.readable:
             cmd += ["--ro-bind", str(p), str(p)]
         for p in self.writable:
             cmd += ["--bind", str(p), str(p)]
-        for p in self.hidden:
-            cmd += ["--remount-ro", str(p)]  # a write there fails instead of landing in the empty tmpfs
         return cmd + ["--chdir", str(cwd), *argv]
 
 
@@ -90,6 +109,7 @@ class Outcome:
     over_memory: bool
     wall_s: float
     peak_rss: int
+    why: str = ""  # why the harness stopped it early, when it says more than "time ran out"
 
     def tail(self, lines: int = 15) -> str:
         return "\n".join(self.stderr.strip().splitlines()[-lines:])
@@ -112,13 +132,16 @@ def _tree_rss(root: int) -> int:
 
 
 class Watchdog(threading.Thread):
-    """Polls a child's process tree; kills the whole group when time or memory runs out."""
+    """Polls a child's process tree; kills the whole group when time or memory runs out, or when
+    `overdue` (polled too) names a reason to stop it, e.g. it kept running after its data ended."""
 
-    def __init__(self, proc: subprocess.Popen, timeout_s: float, memory_bytes: int):
+    def __init__(self, proc: subprocess.Popen, timeout_s: float, memory_bytes: int,
+                 overdue: Callable[[], str] | None = None):
         super().__init__(daemon=True)
-        self.proc, self.timeout_s, self.memory_bytes = proc, timeout_s, memory_bytes
+        self.proc, self.timeout_s, self.memory_bytes, self.overdue = proc, timeout_s, memory_bytes, overdue
         self.t0 = time.monotonic()
         self.timed_out = self.over_memory = False
+        self.why = ""
         self.peak = 0
         self.start()
 
@@ -127,8 +150,9 @@ class Watchdog(threading.Thread):
             self.peak = max(self.peak, _tree_rss(self.proc.pid))
             if self.peak > self.memory_bytes:
                 self.over_memory = True
-            elif time.monotonic() - self.t0 > self.timeout_s:
+            elif time.monotonic() - self.t0 > self.timeout_s or (self.overdue and self.overdue()):
                 self.timed_out = True
+                self.why = (self.overdue and self.overdue()) or ""
             else:
                 time.sleep(0.1)
                 continue
@@ -141,14 +165,25 @@ def spawn(argv: list[str], cwd: Path, env: dict[str, str], jail: Jail | None, **
                             start_new_session=True, **popen)
 
 
+def tail_text(path: Path, limit: int = TAIL_BYTES) -> str:
+    """The last `limit` bytes of a harness log as text: a genome that prints gigabytes costs nothing to read."""
+    with open(path, "rb") as f:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - limit))
+        return f.read(limit).decode(errors="replace")
+
+
 def run(argv: list[str], cwd: Path, env: dict[str, str], timeout_s: float, memory_bytes: int,
-        jail: Jail | None, log_dir: Path) -> Outcome:
-    """Run argv to completion or until a limit trips; never raises for the child's misbehaviour."""
+        jail: Jail | None, log_dir: Path, pass_fds: tuple[int, ...] = (),
+        started: Callable[[], None] | None = None, overdue: Callable[[], str] | None = None) -> Outcome:
+    """Run argv to completion or until a limit trips; never raises for the child's misbehaviour.
+    Its output goes to `log_dir`, which must be the harness's: a folder the child cannot write."""
     log_dir.mkdir(parents=True, exist_ok=True)
     out_path, err_path = log_dir / "stdout.txt", log_dir / "stderr.txt"
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = spawn(argv, cwd, env, jail, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
-        dog = Watchdog(proc, timeout_s, memory_bytes)
+        proc = spawn(argv, cwd, env, jail, stdout=out, stderr=err, stdin=subprocess.DEVNULL, pass_fds=pass_fds)
+        dog = Watchdog(proc, timeout_s, memory_bytes, overdue)
+        if started:
+            started()
         try:
             proc.wait()
         finally:
@@ -156,10 +191,9 @@ def run(argv: list[str], cwd: Path, env: dict[str, str], timeout_s: float, memor
         dog.join()
     stopped = dog.timed_out or dog.over_memory
     return Outcome(
-        returncode=None if stopped else proc.returncode,
-        stdout=out_path.read_text(errors="replace"), stderr=err_path.read_text(errors="replace"),
+        returncode=None if stopped else proc.returncode, stdout=tail_text(out_path), stderr=tail_text(err_path),
         timed_out=dog.timed_out, over_memory=dog.over_memory,
-        wall_s=time.monotonic() - dog.t0, peak_rss=dog.peak,
+        wall_s=time.monotonic() - dog.t0, peak_rss=dog.peak, why=dog.why,
     )
 
 

@@ -1,18 +1,24 @@
-"""Harness-owned scoring: bits per byte on held-out text, computed where the genome cannot reach.
+"""Harness-owned scoring: bits per byte on held-out text, streamed so no model can see ahead.
 
 Two processes, so that genome code never touches the score:
 - the *runner* (sandboxed, `python -m darwin_git.scoring GENOME_DIR CKPT`) imports the
-  genome's model module, loads its checkpoint and turns token windows it is sent into logits;
-- the *scorer* (this harness process) owns the held-out tokens, sends only the inputs, and
-  computes the cross-entropy itself. Targets never leave the scorer, windows are spaced so no
-  target is ever an input, and a causality probe (change the future, the past's logits must
-  not move) catches a model that peeks ahead.
+  genome's model module, loads its checkpoint and answers next-token logits;
+- the *scorer* (this harness process) alone holds the held-out text. It reveals each window
+  one position at a time, batched across windows, and sends token t only after it has the
+  model's distribution for position t. Whatever the model computes or caches, it has only
+  seen the past: soundness comes from the protocol, not from probing the model.
+
+State across windows: every split is scored by a fresh runner, so nothing learnt while
+scoring val can help on test. Within a split a stateful model may remember windows it has
+already been scored on; windows are spread evenly over the split and sent in a shuffled order,
+so that memory is text from elsewhere in the split, never the window's own future (a cache
+model's legitimate, causal gain; README "What the score means").
 """
 from __future__ import annotations
 
-import json
 import math
 import os
+import struct
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -22,8 +28,9 @@ import numpy as np
 
 from . import sandbox
 
-ROWS = 8  # windows per round-trip
-MAX_T = 1024
+MAX_CONTEXT = 1024  # the harness's cap on scoring context, whatever block size a genome claims
+FRAME_BYTES = 1 << 23  # logits per reply at most (8 MiB): sets how many windows go in one chunk
+NEW_ROWS, MORE = 1, 0  # frame flags: first tokens of new windows, or the next token of each window
 
 
 class ScoreError(Exception):
@@ -48,22 +55,23 @@ def _read_exact(stream, n: int) -> bytes:
 
 
 class Runner:
-    """Client side of the runner protocol: int64 headers, int64 tokens in, float32 logits out."""
+    """Client side of the runner protocol: int64 tokens in, one float32 logits row per window out."""
 
     def __init__(self, proc: subprocess.Popen):
         self.proc = proc
-        self.block_size, self.vocab_size = np.frombuffer(_read_exact(proc.stdout, 16), dtype=np.int64)
+        self.block_size, self.vocab_size, self.incremental = struct.unpack("<qqq", _read_exact(proc.stdout, 24))
 
-    def logits(self, x: np.ndarray) -> np.ndarray:
-        b, t = x.shape
-        self.proc.stdin.write(np.array([b, t], dtype=np.int64).tobytes() + x.astype(np.int64).tobytes())
+    def next(self, tokens: np.ndarray, flag: int) -> np.ndarray:
+        """Reveal one token per window; get each window's logits for the token after it."""
+        n = len(tokens)
+        self.proc.stdin.write(struct.pack("<qq", n, flag) + tokens.astype("<i8").tobytes())
         self.proc.stdin.flush()
-        raw = _read_exact(self.proc.stdout, b * t * int(self.vocab_size) * 4)
-        return np.frombuffer(raw, dtype=np.float32).reshape(b, t, int(self.vocab_size))
+        raw = _read_exact(self.proc.stdout, n * self.vocab_size * 4)
+        return np.frombuffer(raw, dtype="<f4").reshape(n, self.vocab_size)
 
     def close(self) -> None:
         try:
-            self.proc.stdin.write(np.zeros(2, dtype=np.int64).tobytes())
+            self.proc.stdin.write(struct.pack("<qq", 0, MORE))
             self.proc.stdin.close()
         except (BrokenPipeError, OSError):
             pass
@@ -75,78 +83,74 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
 
 
-def causality_probe(runner: Runner, tokens: np.ndarray, t: int, rng: np.random.Generator) -> None:
-    """Raise ScoreError if changing later tokens changes earlier predictions."""
-    x = np.stack([tokens[i * (t + 1): i * (t + 1) + t] for i in range(2)])
-    changed = x.copy()
-    half = t // 2
-    changed[:, half:] = rng.integers(0, runner.vocab_size, size=changed[:, half:].shape)
-    a, b = runner.logits(x)[:, :half], runner.logits(changed)[:, :half]
-    if not (np.isfinite(a).all() and np.isfinite(b).all()):
-        raise ScoreError("model produced non-finite logits on held-out text")
-    gap = float(np.abs(a - b).max())
-    if not math.isfinite(gap) or gap > 1e-2 * (1.0 + float(np.abs(a).max())):
-        raise ScoreError(f"causality probe failed: changing future tokens moved past logits by {gap:.3g}")
+def windows(n_tokens: int, context: int, max_tokens: int) -> np.ndarray:
+    """Start offsets of the scored windows (context + 1 tokens each, never overlapping), spread evenly
+    over the split and shuffled; the same for every genome of a repo, so comparisons are paired."""
+    stride = context + 1
+    slots = n_tokens // stride
+    if slots < 1:
+        raise ScoreError(f"held-out split has {n_tokens} tokens, fewer than one window of {stride}")
+    n = max(1, min(slots, math.ceil(max_tokens / context)))
+    chosen = np.unique(np.linspace(0, slots - 1, n).round().astype(np.int64)) * stride
+    return np.random.default_rng(0).permutation(chosen)
 
 
-def score_split(runner: Runner, tokens: np.ndarray, token_bytes: np.ndarray, max_tokens: int) -> Score:
-    """Bits per byte over windows of T inputs whose T targets are never fed to the model."""
-    t = int(min(runner.block_size, MAX_T))
-    stride = t + 1
-    n_windows = max(1, min(len(tokens) // stride, math.ceil(max_tokens / t)))
-    if len(tokens) < stride:
-        raise ScoreError(f"held-out split has {len(tokens)} tokens, fewer than one window of {stride}")
+def score_split(runner: Runner, tokens: np.ndarray, token_bytes: np.ndarray, max_tokens: int,
+                context: int) -> Score:
+    """Bits per byte of the model's next-token predictions, each made before its token was sent."""
+    t = int(min(runner.block_size, context, MAX_CONTEXT))
+    if t < 1:
+        raise ScoreError(f"model reports block_size {runner.block_size}; it must be at least 1")
+    starts = windows(len(tokens), t, max_tokens)
+    per_chunk = max(1, FRAME_BYTES // (4 * runner.vocab_size))
     nats, nbytes, count = 0.0, 0, 0
-    for start in range(0, n_windows, ROWS):
-        rows = range(start, min(start + ROWS, n_windows))
-        x = np.stack([tokens[r * stride: r * stride + t] for r in rows]).astype(np.int64)
-        y = np.stack([tokens[r * stride + 1: r * stride + t + 1] for r in rows]).astype(np.int64)
-        logp = _log_softmax(runner.logits(x))
-        picked = np.take_along_axis(logp, y[..., None], axis=-1)[..., 0]
-        if not np.isfinite(picked).all():
-            raise ScoreError("model produced non-finite logits on held-out text")
-        nats -= float(picked.sum())
-        nbytes += int(token_bytes[y].sum())
-        count += y.size
+    for first in range(0, len(starts), per_chunk):
+        rows = starts[first:first + per_chunk]
+        text = np.stack([tokens[s:s + t + 1] for s in rows]).astype(np.int64)
+        for pos in range(t):
+            logp = _log_softmax(runner.next(text[:, pos], NEW_ROWS if pos == 0 else MORE))
+            target = text[:, pos + 1]
+            picked = logp[np.arange(len(rows)), target]
+            if not np.isfinite(picked).all():
+                raise ScoreError("model produced non-finite logits on held-out text")
+            nats -= float(picked.sum())
+            nbytes += int(token_bytes[target].sum())
+            count += len(rows)
     return Score(bpb=nats / math.log(2) / nbytes, tokens=count, bytes=nbytes)
 
 
-def score(genome_dir: Path, ckpt: Path, data_dir: Path, splits: tuple[str, ...], max_tokens: int,
-          env: dict[str, str], jail: sandbox.Jail | None, timeout_s: float, memory_bytes: int,
-          seed: int = 0) -> tuple[dict[str, Score], str]:
-    """Score the checkpoint on each split; returns (scores, runner stderr tail). Raises ScoreError."""
-    meta = json.loads((data_dir / "meta.json").read_text())
-    token_bytes = np.array(meta["token_bytes"], dtype=np.int64)
+def score(genome_dir: Path, ckpt: Path, splits: dict[str, np.ndarray], token_bytes: np.ndarray, max_tokens: int,
+          context: int, env: dict[str, str], jail: sandbox.Jail | None, timeout_s: float, memory_bytes: int,
+          log_dir: Path) -> dict[str, Score]:
+    """Score the checkpoint on each split, a fresh runner each; raises ScoreError. The runner's stderr goes
+    to `log_dir`, a harness folder the genome cannot reach."""
     argv = [sys.executable, "-m", "darwin_git.scoring", str(genome_dir), str(ckpt)]
-    err_path = ckpt.parent / "score-stderr.txt"
-    with open(err_path, "wb") as err:
-        proc = sandbox.spawn(argv, genome_dir, env, jail, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err)
-        dog = sandbox.Watchdog(proc, timeout_s, memory_bytes)
-        try:
-            runner = Runner(proc)
-            if runner.vocab_size != len(token_bytes):
-                raise ScoreError(f"model vocab {runner.vocab_size} != corpus vocab {len(token_bytes)}")
-            results = {}
-            for split in splits:
-                tokens = np.fromfile(data_dir / f"{split}.bin", dtype=np.uint16)
-                if split == splits[0]:
-                    causality_probe(runner, tokens, int(min(runner.block_size, MAX_T)), np.random.default_rng(seed))
-                results[split] = score_split(runner, tokens, token_bytes, max_tokens)
-            runner.close()
-        except (ScoreError, BrokenPipeError, OSError, ValueError) as e:
-            if dog.timed_out:
-                raise ScoreError(f"scoring timed out after {timeout_s:.0f}s") from e
-            if dog.over_memory:
-                raise ScoreError("scoring exceeded the memory limit") from e
-            raise ScoreError(str(e) or type(e).__name__) from e
-        finally:
-            sandbox.kill_group(proc)
-            dog.join()
-    return results, err_path.read_text(errors="replace")[-2000:]
+    results = {}
+    for name, tokens in splits.items():
+        with open(log_dir / f"score-{name}-stderr.txt", "wb") as err:
+            proc = sandbox.spawn(argv, genome_dir, env, jail, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=err)
+            dog = sandbox.Watchdog(proc, timeout_s, memory_bytes)
+            try:
+                runner = Runner(proc)
+                if runner.vocab_size != len(token_bytes):
+                    raise ScoreError(f"model vocab {runner.vocab_size} != corpus vocab {len(token_bytes)}")
+                results[name] = score_split(runner, tokens, token_bytes, max_tokens, context)
+                runner.close()
+            except (ScoreError, BrokenPipeError, OSError, ValueError) as e:
+                if dog.timed_out:
+                    raise ScoreError(f"scoring {name} timed out after {timeout_s:.0f}s") from e
+                if dog.over_memory:
+                    raise ScoreError("scoring exceeded the memory limit") from e
+                raise ScoreError(str(e) or type(e).__name__) from e
+            finally:
+                sandbox.kill_group(proc)
+                dog.join()
+    return results
 
 
 def runner_main(genome_dir: str, ckpt: str) -> None:
-    """Inside the sandbox: load the genome's model, answer logits for each window sent."""
+    """Inside the sandbox: load the genome's model, answer next-token logits for each token revealed."""
     proto = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)  # anything the genome prints goes to stderr, never into the protocol
     sys.path.insert(0, genome_dir)
@@ -160,19 +164,25 @@ def runner_main(genome_dir: str, ckpt: str) -> None:
     cfg = getattr(net, "cfg", None)
     block_size = int(getattr(net, "block_size", None) or cfg.block_size)
     vocab_size = int(getattr(net, "vocab_size", None) or cfg.vocab_size)
-    proto.write(np.array([block_size, vocab_size], dtype=np.int64).tobytes())
+    step = getattr(net, "step", None)
+    proto.write(struct.pack("<qqq", block_size, vocab_size, int(callable(step))))
     proto.flush()
     stdin = sys.stdin.buffer
+    cache = prefix = None
     while True:
-        b, t = np.frombuffer(_read_exact(stdin, 16), dtype=np.int64)
-        if b == 0:
+        n, flag = struct.unpack("<qq", _read_exact(stdin, 16))
+        if n == 0:
             return
-        x = torch.from_numpy(np.frombuffer(_read_exact(stdin, int(b * t * 8)), dtype=np.int64).reshape(b, t).copy())
-        out = net(x)
-        logits = out[0] if isinstance(out, (tuple, list)) else out
-        if tuple(logits.shape) != (b, t, vocab_size):
-            raise SystemExit(f"model returned logits of shape {tuple(logits.shape)}, expected {(b, t, vocab_size)}")
-        proto.write(logits.float().contiguous().numpy().astype(np.float32).tobytes())
+        x = torch.from_numpy(np.frombuffer(_read_exact(stdin, n * 8), dtype="<i8").copy())
+        if callable(step):
+            logits, cache = step(x, None if flag == NEW_ROWS else cache)
+        else:  # full-prefix fallback: correct for any causal model, quadratic in the context
+            prefix = x[:, None] if flag == NEW_ROWS else torch.cat((prefix, x[:, None]), dim=1)
+            out = net(prefix)
+            logits = (out[0] if isinstance(out, (tuple, list)) else out)[:, -1]
+        if tuple(logits.shape) != (n, vocab_size):
+            raise SystemExit(f"model returned logits of shape {tuple(logits.shape)}, expected {(n, vocab_size)}")
+        proto.write(logits.float().contiguous().numpy().astype("<f4").tobytes())
         proto.flush()
 
 

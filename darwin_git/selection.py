@@ -13,7 +13,7 @@ from dataclasses import dataclass
 class Genome:
     name: str  # branch short name
     sha: str
-    fitness: float | None  # mean test bpb over runs; None if unevaluated or failed
+    fitness: float | None  # mean val bpb over runs; None if unevaluated or failed
     spread: float = 0.0  # sample std over runs
     n: int = 0  # runs
     status: str = ""

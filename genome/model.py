@@ -1,9 +1,11 @@
 """A small GPT: token + position embeddings, pre-norm transformer blocks, tied head.
 
 The harness scores a genome by loading its checkpoint through `load()` below and
-calling the model on token windows, so two things are contract:
-`load(path) -> nn.Module` and `model(idx)` returning full logits (B, T, vocab)
-as the first element of its output. Everything else may change.
+revealing held-out text one token at a time, so this is contract (see GENOME.md):
+`load(path) -> nn.Module` with `cfg.block_size` and `cfg.vocab_size`, and either
+`model.step(idx, cache)` (fast: idx (B,) appended to each row, returns the next-token
+logits (B, vocab) and the cache) or, without `step`, `model(idx)` returning logits
+(B, T, vocab) as the first element of its output. Everything else may change.
 """
 import math
 from dataclasses import asdict, dataclass
@@ -34,15 +36,20 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
         self.resid_drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x):
+    def forward(self, x, cache=None):
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, T, C) -> (B, heads, T, head_dim)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
+        past = cache["k"].size(2) if cache else 0  # positions already seen (incremental scoring)
+        if cache is not None:  # step(): one new position attends to the cached keys and values too
+            if past:
+                k, v = torch.cat((cache["k"], k), dim=2), torch.cat((cache["v"], v), dim=2)
+            cache["k"], cache["v"] = k, v
         y = F.scaled_dot_product_attention(
-            q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0
+            q, k, v, is_causal=past == 0, dropout_p=self.dropout if self.training else 0.0
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
         return self.resid_drop(self.proj(y))
@@ -67,8 +74,8 @@ class Block(nn.Module):
         self.ln2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
-    def forward(self, x):
-        x = x + self.attn(self.ln1(x))
+    def forward(self, x, cache=None):
+        x = x + self.attn(self.ln1(x), cache)
         x = x + self.mlp(self.ln2(x))
         return x
 
@@ -96,26 +103,26 @@ class GPT(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, idx, targets=None):
+    def forward(self, idx, targets=None, caches=None):
         B, T = idx.shape
-        assert T <= self.cfg.block_size, f"sequence {T} longer than block_size {self.cfg.block_size}"
-        pos = torch.arange(T, device=idx.device)
+        past = caches[0]["k"].size(2) if caches and caches[0] else 0
+        assert past + T <= self.cfg.block_size, f"sequence {past + T} longer than block_size {self.cfg.block_size}"
+        pos = torch.arange(past, past + T, device=idx.device)
         x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
-        for block in self.blocks:
-            x = block(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, caches[i] if caches else None)
         logits = self.head(self.ln_f(x))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1))
         return logits, loss
 
-    def num_params(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
-    def flops_per_token(self) -> float:
-        """Forward+backward FLOPs per token: 6N for the matmuls plus attention scores."""
-        c = self.cfg
-        return 6 * self.num_params() + 12 * c.n_layer * c.n_embd * c.block_size
+    def step(self, idx, cache=None):
+        """Scoring, one token at a time: append idx (B,) to each row, return next-token logits (B, vocab).
+        `cache` (None for new rows) keeps every layer's keys and values, so each call costs one position."""
+        cache = cache if cache is not None else [{} for _ in self.blocks]
+        logits, _ = self(idx[:, None], caches=cache)
+        return logits[:, -1], cache
 
     def save(self, path: str) -> None:
         torch.save({"config": asdict(self.cfg), "state_dict": self.state_dict()}, path)

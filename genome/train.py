@@ -1,13 +1,15 @@
-"""Train the GPT in model.py for exactly the budget the harness grants.
+"""Train the GPT in model.py on the data the harness serves, until the harness stops serving it.
 
 Read top to bottom: knobs, harness contract, data, model, optimizer, loop, report.
-The harness sets DARWIN_* environment variables, runs `python train.py`, then scores
-the checkpoint written to DARWIN_OUT on held-out text this script never sees.
+The harness sets DARWIN_* environment variables, runs `python train.py`, serves training
+windows through the data channel (it counts them: that is the budget), then scores the
+checkpoint written to DARWIN_OUT on held-out text this script never sees.
 """
 import json
 import math
 import os
 import resource
+import struct
 import time
 
 import numpy as np
@@ -31,40 +33,47 @@ beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0
 compile_model = False  # torch.compile; pays off on CUDA for long budgets
-val_batches = 8  # batches for the self-reported val loss at the end
 
 # ---- harness contract -----------------------------------------------------------
-data_dir = os.environ["DARWIN_DATA"]  # train.bin, val.bin, meta.json (no test split)
-out_dir = os.environ["DARWIN_OUT"]  # write ckpt.pt and metrics.json here
-budget = os.environ.get("DARWIN_BUDGET", "60s")  # "60s", "300steps" or "100000tokens"
+data_dir = os.environ["DARWIN_DATA"]  # meta.json: vocab_size, train_tokens (no data files)
+out_dir = os.environ["DARWIN_OUT"]  # write ckpt.pt (and, if you like, metrics.json) here
 seed = int(os.environ.get("DARWIN_SEED", "1337"))
 device = os.environ.get("DARWIN_DEVICE", "cpu")
-peak_flops = float(os.environ.get("DARWIN_PEAK_FLOPS", "1e11"))
-
-for unit in ("steps", "tokens", "s"):
-    if budget.endswith(unit):
-        budget_kind, budget_amount = unit, float(budget[: -len(unit)])
-        break
-else:
-    raise SystemExit(f"unknown budget {budget!r}")
 
 torch.manual_seed(seed)
 rng = np.random.default_rng(seed)
 use_cuda = device.startswith("cuda")
 autocast = torch.autocast("cuda", dtype=torch.bfloat16) if use_cuda else torch.autocast("cpu", enabled=False)
 
-# ---- data -------------------------------------------------------------------------
+# ---- data: windows of the train split, served and counted by the harness -------------
 with open(os.path.join(data_dir, "meta.json")) as f:
     meta = json.load(f)
-train_data = np.memmap(os.path.join(data_dir, "train.bin"), dtype=np.uint16, mode="r")
-val_data = np.memmap(os.path.join(data_dir, "val.bin"), dtype=np.uint16, mode="r")
+request_fd, reply_fd = (int(fd) for fd in os.environ["DARWIN_CHANNEL"].split(","))
+requests = os.fdopen(request_fd, "wb")
+replies = os.fdopen(reply_fd, "rb")
+progress = 0.0  # share of the budget used so far, as the harness counts it
 
 
-def get_batch(data):
-    ix = rng.integers(0, len(data) - block_size - 1, size=batch_size)
-    x = torch.from_numpy(np.stack([data[i : i + block_size] for i in ix]).astype(np.int64))
-    y = torch.from_numpy(np.stack([data[i + 1 : i + 1 + block_size] for i in ix]).astype(np.int64))
-    return x.to(device), y.to(device)
+def fetch(offsets, length):
+    """Windows of `length` tokens starting at `offsets`; None once the budget is spent."""
+    global progress
+    requests.write(struct.pack("<qq", len(offsets), length) + np.asarray(offsets, dtype="<i8").tobytes())
+    requests.flush()
+    granted, progress = struct.unpack("<qd", replies.read(16))
+    if granted < 0:
+        raise SystemExit("the harness refused a malformed data request")
+    if granted == 0:
+        return None
+    return np.frombuffer(replies.read(granted * length * 2), dtype="<u2").reshape(granted, length)
+
+
+def get_batch():
+    ix = rng.integers(0, meta["train_tokens"] - block_size - 1, size=batch_size)
+    rows = fetch(ix, block_size + 1)
+    if rows is None:
+        return None
+    rows = torch.from_numpy(rows.astype(np.int64))
+    return rows[:, :-1].contiguous().to(device), rows[:, 1:].contiguous().to(device)
 
 
 # ---- model and optimizer ---------------------------------------------------------
@@ -95,21 +104,14 @@ def lr_at(step: int, progress: float) -> float:
     return learning_rate * (min_lr_ratio + (1.0 - min_lr_ratio) * decay_frac)
 
 
-# ---- training loop: stop exactly at the budget ------------------------------------
-tokens_per_step = batch_size * block_size
+# ---- training loop: until the harness stops serving data --------------------------
 t0 = time.time()
 step = 0
-tokens = 0
 train_loss = float("nan")
-while True:
-    elapsed = time.time() - t0
-    done = {"s": elapsed, "steps": step, "tokens": tokens}[budget_kind]
-    if done >= budget_amount:
-        break
-    progress = done / budget_amount
+while (batch := get_batch()) is not None:
     for group in optimizer.param_groups:
         group["lr"] = lr_at(step, progress)
-    x, y = get_batch(train_data)
+    x, y = batch
     with autocast:
         _, loss = train_model(x, y)
     optimizer.zero_grad(set_to_none=True)
@@ -121,32 +123,13 @@ while True:
     if not math.isfinite(train_loss):
         raise SystemExit(f"loss is {train_loss} at step {step}: diverged")
     step += 1
-    tokens += tokens_per_step
 train_s = time.time() - t0
 
-# ---- report: self-measured numbers (the harness scores the test split itself) ------
-model.eval()
-with torch.no_grad(), autocast:
-    val_loss = sum(model(*get_batch(val_data))[1].item() for _ in range(val_batches)) / val_batches
+# ---- report: the checkpoint the harness scores, and this script's own view of the run ---------
 os.makedirs(out_dir, exist_ok=True)
 model.save(os.path.join(out_dir, "ckpt.pt"))
-if use_cuda:
-    peak_mem = torch.cuda.max_memory_allocated()
-else:
-    peak_mem = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-tokens_per_s = tokens / max(train_s, 1e-9)
-metrics = {
-    "train_loss": train_loss,
-    "val_loss": val_loss,
-    "steps": step,
-    "tokens": tokens,
-    "tokens_per_s": tokens_per_s,
-    "params": model.num_params(),
-    "flops_per_token": model.flops_per_token(),
-    "mfu": model.flops_per_token() * tokens_per_s / peak_flops,
-    "peak_mem": peak_mem,
-    "wall_s": time.time() - t0,
-}
+peak_mem = torch.cuda.max_memory_allocated() if use_cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+metrics = {"train_loss": train_loss, "steps": step, "train_s": train_s, "peak_mem": peak_mem}
 with open(os.path.join(out_dir, "metrics.json"), "w") as f:
     json.dump(metrics, f, indent=2)
 print(json.dumps(metrics))

@@ -68,8 +68,8 @@ def corpus(corpus_file, cache):
     return prepare(str(corpus_file), "char", root=cache)
 
 
-def tiny_settings(corpus_file: Path, budget: str = "40steps") -> EvalSettings:
-    """Tiny but real: a few optimizer steps, a small scored slice, short stage timeouts."""
+def tiny_settings(corpus_file: Path, budget: str = "41600tokens") -> EvalSettings:
+    """Tiny but real: 40 template steps of served data, a small scored slice, short stage timeouts."""
     return EvalSettings(budget=budget, data=str(corpus_file), score_tokens=2048, memory_mb=3000,
                         smoke_timeout_s=60, score_timeout_s=60, timeout_s=120, peak_flops=1e11)
 
@@ -84,7 +84,7 @@ def evo_config(corpus_file: Path, population: int = 2, offspring: int = 2, reeva
     cfg = Config()
     cfg.evolution = replace(cfg.evolution, population=population, offspring=offspring,
                             reevaluations=reevaluations)
-    cfg.evaluation = tiny_settings(corpus_file, "20steps")
+    cfg.evaluation = tiny_settings(corpus_file, "20800tokens")
     return cfg
 
 

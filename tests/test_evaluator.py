@@ -23,14 +23,16 @@ def test_normal_run_scores_below_unigram_entropy_and_is_deterministic(genome_rep
     first = evaluate(genome_repo, "HEAD", settings, corpus)
     assert first.status == "ok", first.error
     assert first.stage == "done"
-    assert first.test_bpb < corpus.meta["unigram_bits_per_byte"] - 0.5
-    assert first.val_bpb > 0 and first.params > 0 and first.tokens_per_s > 0 and first.mfu > 0
-    assert first.reported["steps"] == 40
+    assert first.val_bpb < corpus.meta["unigram_bits_per_byte"] - 0.5
+    assert first.test_bpb > 0 and first.tokens_per_s > 0 and first.mfu > 0
+    assert first.tokens == 40 * 16 * 65 and first.reported["steps"] == 40  # the harness counted what it served
+    assert first.params == 801_920  # counted in the checkpoint, the tied head once
+    assert first.flops_per_token == 6 * first.params and first.data_stopped_s < first.wall_s
     assert first.sandbox == ("bwrap" if sandbox.bwrap_works() else "none")
     again = evaluate(genome_repo, "HEAD", settings, corpus)
-    assert again.test_bpb == first.test_bpb  # same seed, step budget, CPU: bit-identical
-    other_seed = evaluate(genome_repo, "HEAD", quick(settings, seed=7), corpus)
-    assert other_seed.test_bpb != first.test_bpb
+    assert (again.val_bpb, again.test_bpb) == (first.val_bpb, first.test_bpb)  # same seed, token budget: identical
+    other_seed = evaluate(genome_repo, "HEAD", quick(settings, seed=7), corpus, test=False)
+    assert other_seed.val_bpb != first.val_bpb and other_seed.test_bpb is None
     assert git(genome_repo, "worktree", "list").count("\n") == 1  # evaluation worktrees are gone
 
 
@@ -82,69 +84,33 @@ def test_nan_logits_at_scoring_are_caught_by_the_harness(genome_repo, settings, 
     assert rec.test_bpb is None
 
 
-def test_model_that_peeks_at_future_tokens_is_invalid(genome_repo, settings, corpus):
-    commit_edit(genome_repo, "model.py", "self.tok_emb(idx)", "self.tok_emb(idx.roll(-1, dims=1))")
-    rec = evaluate(genome_repo, "HEAD", settings, corpus)
-    assert (rec.status, rec.stage) == ("invalid-output", "score")
-    assert "causality" in rec.error
-
-
-def test_cheater_cannot_read_test_split_write_outside_or_fake_its_score(genome_repo, settings, corpus, cache):
-    package = Path(darwin_git.__file__).parent
-    targets = [cache / "evil.txt", genome_repo / ".git" / "evil.txt", package / "evil.py"]
-    cheat = (
-        "import glob\n"
-        f"found = glob.glob({str(cache)!r} + '/**/test.bin', recursive=True)\n"
-        "wrote = []\n"
-        f"for target in {[str(t) for t in targets]!r}:\n"
-        "    try:\n"
-        "        open(target, 'w').write('pwned')\n"
-        "        wrote.append(target)\n"
-        "    except OSError:\n"
-        "        pass\n"
-        "print('test_bpb: 0.0001')\n"
-    )
-    commit_edit(genome_repo, "train.py", IMPORTS, IMPORTS + cheat)
-    commit_edit(genome_repo, "train.py", "metrics = {\n",
-                "metrics = {\n    'test_bpb': 0.0001, 'val_bpb': 0.0001, 'found': found, 'wrote': wrote,\n")
-    rec = evaluate(genome_repo, "HEAD", settings, corpus)
-    assert rec.status == "ok", rec.error
-    assert rec.reported["test_bpb"] == 0.0001  # kept as reported...
-    assert rec.test_bpb > 1.0  # ...but the fitness is the harness's own number
-    if rec.sandbox == "bwrap":
-        assert rec.reported["found"] == []
-        assert rec.reported["wrote"] == []
-        assert not any(t.exists() for t in targets)
-    else:
-        pytest.skip("bubblewrap unavailable: reads and writes are not confined (recorded as sandbox: none)")
-
-
 def test_environment_has_no_secrets(monkeypatch):
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
-    monkeypatch.setenv("MY_SERVICE_TOKEN", "t")
-    monkeypatch.setenv("DB_PASSWORD", "p")
+    for name in ("OPENAI_API_KEY", "MY_SERVICE_TOKEN", "DB_PASSWORD", "DATABASE_URL", "SENTRY_DSN", "GIT_DIR"):
+        monkeypatch.setenv(name, "secret")
     env = sandbox.clean_env({"DARWIN_SEED": "1"})
-    assert not {"OPENAI_API_KEY", "MY_SERVICE_TOKEN", "DB_PASSWORD"} & set(env)
+    assert "secret" not in env.values()  # an allow-list: names no pattern would catch stay out too
     assert env["DARWIN_SEED"] == "1" and "PATH" in env
 
 
 def test_budget_parsing():
     assert parse_budget("60s") == ("s", 60.0)
-    assert parse_budget("300steps") == ("steps", 300.0)
     assert parse_budget("100000tokens") == ("tokens", 100000.0)
-    for bad in ("60", "60x", "-5s", "0steps", ""):
+    for bad in ("60", "60x", "-5s", "0tokens", ""):
         with pytest.raises(DarwinError):
             parse_budget(bad)
+    with pytest.raises(DarwinError, match="step budgets are gone"):
+        parse_budget("300steps")
 
 
 def test_cli_eval_writes_a_note_plain_git_can_read(genome_repo, corpus_file):
-    result = CliRunner().invoke(main, ["eval", "HEAD", "-C", str(genome_repo), "--budget", "20steps",
+    result = CliRunner().invoke(main, ["eval", "HEAD", "-C", str(genome_repo), "--budget", "20800tokens",
                                        "--data", str(corpus_file), "--note", "--json"])
     assert result.exit_code == 0, result.output
     record = json.loads(result.output)
     assert record["status"] == "ok"
     note = json.loads(git(genome_repo, "notes", "--ref", "refs/notes/darwin/fitness", "show", "HEAD"))
-    assert note["fitness"] == record["test_bpb"] and note["runs"][0]["commit"] == record["commit"]
+    assert note["fitness"] == record["val_bpb"] and note["test"] == record["test_bpb"]
+    assert note["split"] == "val" and note["runs"][0]["commit"] == record["commit"]
 
 
 @pytest.mark.parametrize("args, words", [

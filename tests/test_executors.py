@@ -67,7 +67,7 @@ def shas(repo) -> list[str]:
 
 @pytest.fixture(scope="module")
 def settings(corpus_file):
-    return tiny_settings(corpus_file, "20steps")
+    return tiny_settings(corpus_file, "20800tokens")
 
 
 @pytest.fixture(scope="module")

@@ -81,7 +81,7 @@ def test_patches_touching_evaluator_owned_files_are_rejected(template):
     repo, root, _ = template
     settings = git(repo, "show", f"{root}:darwin.toml")
     with pytest.raises(mutation.Rejected, match="evaluator owns"):
-        mutation.apply(repo, root, diff("darwin.toml", settings, settings.replace("20steps", "2000steps")))
+        mutation.apply(repo, root, diff("darwin.toml", settings, settings.replace("20800tokens", "2000000tokens")))
     hook = "--- /dev/null\n+++ b/hooks/pre-commit\n@@ -0,0 +1 @@\n+exit 0\n"
     with pytest.raises(mutation.Rejected, match="evaluator owns"):
         mutation.apply(repo, root, "diff --git a/hooks/pre-commit b/hooks/pre-commit\nnew file mode 100755\n" + hook)

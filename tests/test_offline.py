@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from darwin_git.channel import Channel, Meter
 from darwin_git.operators.offline import PERTURBATION, RECIPES, Mutation, OfflineMutator
 
 GENOME = Path(__file__).resolve().parent.parent / "genome"
@@ -31,23 +32,30 @@ def data_dir(tmp_path_factory) -> Path:
     """A tiny public split: random token ids, enough for a few batches."""
     d = tmp_path_factory.mktemp("data")
     rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        rng.integers(0, VOCAB, size=20_000).astype(np.uint16).tofile(d / f"{split}.bin")
-    (d / "meta.json").write_text(json.dumps({"vocab_size": VOCAB}))
+    rng.integers(0, VOCAB, size=20_000).astype(np.uint16).tofile(d / "train.bin")
+    (d / "meta.json").write_text(json.dumps({"vocab_size": VOCAB, "train_tokens": 20_000}))
     return d
 
 
 def run_training(files: dict[str, str], work: Path, data: Path) -> subprocess.CompletedProcess:
-    """Write the genome under `work` and run its train.py for 2 steps on CPU."""
+    """Write the genome under `work` and run its train.py on 2 batches served by the harness's data channel."""
     genome = work / "genome"
     genome.mkdir(parents=True)
     for name, text in files.items():
         (genome / name).write_text(text)
-    env = {**os.environ, "DARWIN_DATA": str(data), "DARWIN_OUT": str(work / "out"), "DARWIN_BUDGET": "2steps",
-           "DARWIN_SEED": "1", "DARWIN_DEVICE": "cpu",
+    channel = Channel(np.fromfile(data / "train.bin", dtype=np.uint16), Meter("requests", 2, 120))
+    env = {**os.environ, "DARWIN_DATA": str(data), "DARWIN_OUT": str(work / "out"), "DARWIN_BUDGET": "2batches",
+           "DARWIN_SEED": "1", "DARWIN_DEVICE": "cpu", **channel.env(),
            "OMP_NUM_THREADS": "1"}  # oversubscribed OpenMP threads make a 2-step run 4x slower
-    return subprocess.run([sys.executable, "train.py"], cwd=genome, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.Popen([sys.executable, "train.py"], cwd=genome, env=env, pass_fds=channel.child_fds,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    channel.start()
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        channel.close()
+    assert channel.requests == 2
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
 def check_trained(proc: subprocess.CompletedProcess, work: Path) -> None:
@@ -60,10 +68,17 @@ def check_trained(proc: subprocess.CompletedProcess, work: Path) -> None:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     net = module.load(str(out / "ckpt.pt"))
+    net.eval()
+    idx = torch.randint(0, VOCAB, (3, 8), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        logits = net(torch.zeros(1, 8, dtype=torch.long))[0]
-    assert logits.shape == (1, 8, VOCAB)
+        logits = net(idx)[0]
+        cache, steps = None, []
+        for t in range(idx.size(1)):  # the scorer's incremental path must agree with the full forward
+            last, cache = net.step(idx[:, t], cache)
+            steps.append(last)
+    assert logits.shape == (3, 8, VOCAB)
     assert torch.isfinite(logits).all()
+    assert torch.allclose(torch.stack(steps, dim=1), logits, atol=1e-4)
 
 
 @pytest.fixture(scope="session")

@@ -15,11 +15,11 @@ LIVE, ARCHIVE = "refs/heads/darwin/", "refs/darwin/archive/"
 
 def test_init_creates_settings_hooks_notes_config_and_agent_branches(tmp_path, corpus_file):
     repo = tmp_path / "evo"
-    result = cli("init", repo, "--population", "2", "--budget", "20steps", "--data", corpus_file)
+    result = cli("init", repo, "--population", "2", "--budget", "20800tokens", "--data", corpus_file)
     assert result.exit_code == 0, result.output
     cfg = config.load(repo)
     assert cfg.evolution.population == cfg.evolution.offspring == 2
-    assert cfg.evaluation.budget == "20steps" and cfg.evaluation.data == str(corpus_file.resolve())
+    assert cfg.evaluation.budget == "20800tokens" and cfg.evaluation.data == str(corpus_file.resolve())
     hook = repo / ".git" / "hooks" / "pre-commit"
     assert hook.is_file() and os.access(hook, os.X_OK)
     assert git(repo, "config", "notes.displayRef").strip() == "refs/notes/darwin/*"
@@ -40,7 +40,7 @@ def test_init_creates_settings_hooks_notes_config_and_agent_branches(tmp_path, c
 
 def test_pre_commit_hook_guards_darwin_toml_on_genome_branches(tmp_path, corpus_file):
     repo = tmp_path / "evo"
-    assert cli("init", repo, "--population", "1", "--budget", "20steps", "--data", corpus_file).exit_code == 0
+    assert cli("init", repo, "--population", "1", "--budget", "20800tokens", "--data", corpus_file).exit_code == 0
     git(repo, "checkout", "-q", "darwin/ada")
     before = git(repo, "rev-parse", "HEAD")
     with open(repo / "darwin.toml", "a") as f:

@@ -39,11 +39,12 @@ class ExecutorSettings:
 
 @dataclass(frozen=True)
 class Job:
-    """One evaluation to run: the genome's name (for display), its commit and the seed."""
+    """One evaluation to run: the genome's name (for display), its commit, the seed, and whether to score test."""
 
     name: str
     sha: str
     seed: int
+    test: bool = True
 
 
 @dataclass(frozen=True)

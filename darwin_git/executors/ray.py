@@ -25,13 +25,13 @@ from ..evaluator import EvalSettings, evaluate
 from . import Executor, ExecutorSettings, Job, Slot
 
 
-def evaluate_bundle(bundle: bytes, sha: str, settings: EvalSettings) -> dict:
+def evaluate_bundle(bundle: bytes, sha: str, settings: EvalSettings, test: bool = True) -> dict:
     """Runs on a Ray worker: rebuild `sha` from its bundle in a scratch repo and evaluate it there."""
     with tempfile.TemporaryDirectory(prefix="darwin-ray-") as tmp:
         repo = Path(tmp) / "repo.git"
         git.git(tmp, "init", "-q", "--bare", str(repo))
         git.unbundle(repo, bundle)
-        return evaluate(repo, sha, settings, prepare(settings.data, settings.tokenizer)).to_dict()
+        return evaluate(repo, sha, settings, prepare(settings.data, settings.tokenizer), test=test).to_dict()
 
 
 class RayExecutor(Executor):
@@ -64,7 +64,7 @@ class RayExecutor(Executor):
     def _start(self, repo: Path, job: Job, settings: EvalSettings, corpus: Corpus, slot: Slot) -> ray.ObjectRef:
         if job.sha not in self.bundles:  # re-evaluations on fresh seeds ship the same bundle once
             self.bundles[job.sha] = ray.put(git.bundle(repo, job.sha))
-        return self.task.options(**self.resources).remote(self.bundles[job.sha], job.sha, settings)
+        return self.task.options(**self.resources).remote(self.bundles[job.sha], job.sha, settings, job.test)
 
     def _wait(self, handles: list[Any]) -> tuple[Any, dict | BaseException]:
         [ref], _ = ray.wait(handles, num_returns=1)

@@ -29,7 +29,7 @@ class Proposal:
     """What an operator proposes: a unified diff against the parent plus the reasoning behind it."""
 
     title: str  # commit subject: one line, imperative
-    reasoning: str  # commit body: what changes, what it should do to test bpb, and why
+    reasoning: str  # commit body: what changes, what it should do to val bpb, and why
     patch: str  # unified diff with a/ and b/ paths relative to the genome root
     operator: str  # e.g. "offline:rmsnorm" or "llm"
     model: str = ""  # the LLM that wrote it, "" for the offline catalogue

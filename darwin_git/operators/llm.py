@@ -29,12 +29,12 @@ TITLE_CHARS = 72
 
 SYSTEM = """You improve a small GPT training script, one change at a time, in an evolutionary search run by darwin-git.
 
-The genome is a git repository. You may edit train.py (hyperparameters at the top, then the training loop), model.py (the GPT) and add new *.py files. model.load(path) must keep loading the checkpoint that train.py writes, and model(idx) must return full logits of shape (B, T, vocab). darwin.toml, hooks/ and .git* belong to the evaluator: a change that touches them is rejected.
+The genome is a git repository. You may edit train.py (hyperparameters at the top, then the training loop), model.py (the GPT) and add new *.py files. model.load(path) must keep loading the checkpoint that train.py writes, and the loaded model must expose cfg.block_size and cfg.vocab_size and either step(idx, cache) (idx (B,) appended to each row, returns next-token logits (B, vocab) and the cache: keep it consistent with forward when you change attention or positions) or model(idx) returning logits (B, T, vocab). darwin.toml, hooks/ and .git* belong to the evaluator: a change that touches them is rejected.
 
-The harness runs `python train.py` with DARWIN_DATA (train.bin, val.bin, meta.json), DARWIN_OUT (write ckpt.pt and metrics.json there), DARWIN_BUDGET (the training budget, the same for every genome: {budget}), DARWIN_SEED, DARWIN_DEVICE ({device}) and DARWIN_PEAK_FLOPS. Then it loads the checkpoint through model.load in a separate process and measures test bits per byte on text the genome never sees. Fitness = test bits per byte (bpb), lower is better. What the script prints is not trusted. A crash, timeout, out-of-memory or NaN fails the genome, and a child that does not beat the others is pruned.
+The harness runs `python train.py` with DARWIN_DATA (meta.json only: vocab_size, train_tokens), DARWIN_CHANNEL (the data channel: train.py's fetch() asks for windows of the train split by offset and length; the harness counts every token it serves and stops serving when the budget, the same for every genome, is spent: {budget}), DARWIN_OUT (write ckpt.pt there, then exit), DARWIN_SEED, DARWIN_DEVICE ({device}). Then it loads the checkpoint through model.load in a separate sandboxed process and reveals held-out text one token at a time, scoring each prediction before the next token is sent. Fitness = validation bits per byte (bpb), lower is better; a separate test split is never shown to selection. What the script prints or writes is not trusted. A crash, timeout, out-of-memory or NaN fails the genome, and a child that does not beat the others is pruned.
 
-Propose ONE focused change with a clear hypothesis about why it lowers test bpb under this budget. Reply with a JSON object only:
-{{"reasoning": "what you change and why it should lower test bpb under this budget, 2 to 5 sentences",
+Propose ONE focused change with a clear hypothesis about why it lowers validation bpb under this budget. Reply with a JSON object only:
+{{"reasoning": "what you change and why it should lower validation bpb under this budget, 2 to 5 sentences",
  "title": "imperative one-line commit subject, at most 72 characters",
  "edits": [{{"path": "train.py", "search": "lines copied exactly from the file", "replace": "the new lines"}}],
  "request": "optional, see below"}}

@@ -152,9 +152,9 @@ ROTARY_INIT = '''        self.n_head = cfg.n_head
         self.register_buffer("rope_sin", angles.sin(), persistent=False)
 '''
 
-ROTARY_APPLY = '''        cos, sin = self.rope_cos[:T].to(q.dtype), self.rope_sin[:T].to(q.dtype)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        y = F.scaled_dot_product_attention('''
+ROTARY_APPLY = '''        cos, sin = self.rope_cos[past:past + T].to(q.dtype), self.rope_sin[past:past + T].to(q.dtype)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)  # before caching: cached keys keep their angle
+        if cache is not None:'''
 
 
 def rope(files: Files) -> Files | None:
@@ -166,9 +166,9 @@ def rope(files: Files) -> Files | None:
         text,
         ("class CausalSelfAttention(nn.Module):", ROTARY_FN),
         ("        self.n_head = cfg.n_head\n", ROTARY_INIT),
-        ("        y = F.scaled_dot_product_attention(", ROTARY_APPLY),
+        ("        if cache is not None:", ROTARY_APPLY),
         ("        self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)\n", ""),
-        ("        pos = torch.arange(T, device=idx.device)\n", ""),
+        ("        pos = torch.arange(past, past + T, device=idx.device)\n", ""),
         ("self.tok_emb(idx) + self.pos_emb(pos)", "self.tok_emb(idx)"),
     )
     if new is None:
@@ -332,7 +332,7 @@ CATALOGUE: list[Recipe] = [
     Recipe("rmsnorm", "Replace LayerNorm with RMSNorm", (
         "Swap every LayerNorm for an RMSNorm (scale only, no mean subtraction, no bias). "
         "RMSNorm is the norm of Llama and of the modded-nanogpt speedruns; it matches or slightly "
-        "beats LayerNorm at equal steps and is a little cheaper, so expect test bpb unchanged to "
+        "beats LayerNorm at equal steps and is a little cheaper, so expect val bpb unchanged to "
         "slightly lower, with a small throughput gain on time budgets."), rmsnorm),
     Recipe("rope", "Use rotary position embeddings instead of learned positions", (
         "Remove the learned position embedding and rotate q and k by position-dependent angles "
@@ -432,7 +432,7 @@ class Perturbation:
                     f"Perturb the knob {name}: {_literal(old)} -> {_literal(new)} (factor {factor:.2f}"
                     f"{' on 1 - ' + name if name.startswith('beta') else ''}). This is a random local "
                     "step in hyperparameter space rather than a known recipe, so the expected bpb "
-                    "change is small and of unknown sign; selection keeps it only if test bpb improves.",
+                    "change is small and of unknown sign; selection keeps it only if val bpb improves.",
                     edited)
         return None
 
@@ -479,7 +479,7 @@ def unified_diff(old_files: Files, new_files: Files) -> str:
 
 def plateau_request(memory: str) -> RequestDraft | None:
     """A data request when the author's last PLATEAU scored changes since its last request all failed
-    to lower test bpb: the catalogue is stuck and only people can change the data. Read from the memory
+    to lower val bpb: the catalogue is stuck and only people can change the data. Read from the memory
     text, as a model would; deterministic, and at most once per plateau."""
     since = max((int(g) for g in ASKED.findall(memory)), default=-1)
     recent = [(delta, verdict) for g, delta, verdict in VERDICT.findall(memory) if int(g) > since][-PLATEAU:]
@@ -488,10 +488,10 @@ def plateau_request(memory: str) -> RequestDraft | None:
     deltas = ", ".join(delta for delta, _ in recent)
     return RequestDraft(
         "data", "More or different training text for this search",
-        f"My last {PLATEAU} scored changes all failed to lower test bpb against their parents ({deltas}). "
+        f"My last {PLATEAU} scored changes all failed to lower val bpb against their parents ({deltas}). "
         "The catalogue of training-code recipes looks exhausted for this lineage under this budget; more "
         "(or cleaner, or different) training text is the lever left, and only people can supply it.",
-        f"test bpb change vs parent of the last {PLATEAU} scored changes: {deltas}")
+        f"val bpb change vs parent of the last {PLATEAU} scored changes: {deltas}")
 
 
 class OfflineMutator:
