@@ -25,10 +25,12 @@ def need_cgroup() -> None:
     """CI machines have cgroups, so there a missing one is a failure; elsewhere it is a skip."""
     if not CGROUP:
         why = f"no usable cgroup here (enforcement() = {compute.enforcement()!r})"
-        pytest.fail(why) if os.environ.get("CI") else pytest.skip(why)
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
 
 
-def start(box: ComputeBox, program: str, *args: str, wrap: list[str] = ()) -> subprocess.Popen:
+def start(box: ComputeBox, program: str, *args: str, wrap: tuple[str, ...] = ()) -> subprocess.Popen:
     """Run a Python program in the box the way the harness will: joined before exec, in its own session."""
     proc = subprocess.Popen([*wrap, sys.executable, "-c", program, *args], preexec_fn=box.preexec,
                             start_new_session=True, stdout=subprocess.PIPE, text=True)
@@ -79,6 +81,14 @@ def test_re_pinning_to_all_cores_is_prevented_by_a_cpuset_or_reported(mechanism)
     proc.wait()
 
 
+def is_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
 def test_a_double_forked_daemon_dies_at_close_and_no_group_remains():
     need_cgroup()
     box = ComputeBox(Grant((CPUS[0],)), "deadbeef/train: ../..")
@@ -97,14 +107,6 @@ def test_a_double_forked_daemon_dies_at_close_and_no_group_remains():
     box.close()  # idempotent
     assert not is_alive(pid)
     assert not [d for g in groups for d in (g, os.path.dirname(g)) if os.path.exists(d)]
-
-
-def is_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def test_affinity_mode_counts_a_busy_grandchild_live_and_after_it_is_reaped():
@@ -134,8 +136,8 @@ def test_bubblewrap_started_in_a_box_stays_on_its_cores_and_is_counted():
     need_cgroup()
     box = ComputeBox(Grant((CPUS[0],)), "bwrap")
     try:
-        jail = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid",
-                "--die-with-parent"]
+        jail = ("bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--unshare-pid",
+                "--die-with-parent")
         proc = start(box, "import os, time; print(sorted(os.sched_getaffinity(0)))\n"
                           "while time.process_time() < 0.3: pass", wrap=jail)
         assert proc.stdout.readline().strip() == str([CPUS[0]])
