@@ -31,13 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from . import git, sandbox, scoring
+from . import compute, git, sandbox, scoring
 from .channel import Channel, Meter
 from .corpus import Corpus, _atomic_write, cache_root, prepare
 from .errors import DarwinError
 
 GENOME_FILES = ("train.py", "model.py")
-STATUSES = ("ok", "crashed", "timeout", "oom", "diverged", "invalid-output")
+STATUSES = ("ok", "crashed", "timeout", "oom", "diverged", "invalid-output", "overrun")
 BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|steps|tokens)\s*$")
 TOKEN_CAP_S = 600.0  # a token budget's wall-clock cap when [evaluation] timeout_s is 0
 SMOKE_BATCHES = 2
@@ -88,6 +88,7 @@ class EvalSettings:
     score_context: int = 1024  # the longest context a prediction is made from (capped by the model's block size)
     peak_flops: float = 0  # 0: look up the GPU, or measure the CPU once
     sandbox: str = "auto"  # auto | bwrap | none
+    compute: str = "auto"  # auto (the best this machine enforces: a cgroup, else pinning) | affinity | none
     threads: int = 1  # CPU threads per genome process: fixed, so fitness never depends on how many run at once
 
     def meter(self) -> Meter:
@@ -118,6 +119,9 @@ class FitnessRecord:
     data_stopped_s: float | None = None  # when the channel first refused data (budget spent), if it did
     overrun_s: float | None = None  # seconds the process ran past the deadline (within the grace)
     peak_mem: int | None = None
+    cores: int | None = None  # CPU cores the slot granted
+    cpu_s: float | None = None  # CPU-seconds the train stage's whole process tree used, by the harness's meter
+    compute: str = ""  # how the grant was enforced: cgroup-v2, cgroup-v1, affinity (pinned, escapes metered), none
     seed: int = 0
     budget: str = ""
     device: str = ""
@@ -147,6 +151,13 @@ def _sandbox_mode(settings: EvalSettings) -> str:
         raise DarwinError("sandbox = 'bwrap' is set but bubblewrap does not work here; "
                           "install it (apt-get install bubblewrap) or set sandbox = 'auto'")
     return "none"
+
+
+def compute_mode(settings: EvalSettings) -> str:
+    """How this machine holds a genome to its slot's cores: the best mechanism that works, unless set lower."""
+    if settings.compute not in ("auto", "affinity", "none"):
+        raise DarwinError(f"[evaluation] compute = {settings.compute!r}: use auto, affinity or none")
+    return compute.enforcement() if settings.compute == "auto" else settings.compute
 
 
 def _device_name(device: str) -> str:
@@ -217,9 +228,11 @@ def is_genome(repo: Path, sha: str) -> bool:
 
 
 def evaluate(repo: Path, rev: str, settings: EvalSettings, corpus: Corpus | None = None,
-             slot_env: dict[str, str] | None = None, test: bool = True) -> FitnessRecord:
+             slot_env: dict[str, str] | None = None, test: bool = True,
+             cores: tuple[int, ...] | None = None) -> FitnessRecord:
     """Evaluate `rev` of `repo`; every genome failure becomes a record, never an exception.
-    `test=False` scores val alone: generations score test only on the runs that confirm a survivor."""
+    `test=False` scores val alone: generations score test only on the runs that confirm a survivor.
+    `cores` are the slot's CPU cores (default: the first `threads`; () for no compute box at all)."""
     sha = git.resolve(repo, rev)
     if not is_genome(repo, sha):
         raise DarwinError(f"{rev} is not a genome: its tree lacks {' and '.join(GENOME_FILES)} at the root")
@@ -229,9 +242,12 @@ def evaluate(repo: Path, rev: str, settings: EvalSettings, corpus: Corpus | None
     corpus = corpus or prepare(settings.data, settings.tokenizer)
     mode = _sandbox_mode(settings)
     device_name = _device_name(settings.device)
+    cores = compute.slot_cores(0, settings.threads) if cores is None else cores
+    mechanism = compute_mode(settings) if cores else "none"
     record = FitnessRecord(
         commit=sha, tree=git.tree_of(repo, sha), status="ok", stage="check", seed=settings.seed,
-        budget=settings.budget, device=f"{settings.device}: {device_name}", sandbox=mode,
+        budget=settings.budget, device=f"{settings.device}: {device_name}", sandbox=mode, compute=mechanism,
+        cores=len(cores) or None,
         env={"python": platform.python_version(), "torch": _version("torch"), "host": socket.gethostname()},
         time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
@@ -243,7 +259,7 @@ def evaluate(repo: Path, rev: str, settings: EvalSettings, corpus: Corpus | None
     tmp.mkdir()
     git.worktree_add(repo, wt, sha)
     try:
-        _run_stages(record, settings, corpus, wt, tmp, work, mode, device_name, slot_env or {}, test)
+        _run_stages(record, settings, corpus, wt, tmp, work, mode, device_name, slot_env or {}, test, cores)
     finally:
         git.worktree_remove(repo, wt)
         shutil.rmtree(work, ignore_errors=True)
@@ -268,7 +284,7 @@ def _version(pkg: str) -> str:
 
 
 def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path, tmp: Path, work: Path,
-                mode: str, device_name: str, slot_env: dict[str, str], test: bool) -> None:
+                mode: str, device_name: str, slot_env: dict[str, str], test: bool, cores: tuple[int, ...]) -> None:
     memory = s.memory_mb * 2**20
     threads = {"OMP_NUM_THREADS": str(s.threads), "MKL_NUM_THREADS": str(s.threads)}
     data = work / "data"  # what the genome may know of the corpus: its meta, no text
@@ -278,6 +294,7 @@ def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path
                 "DARWIN_DEVICE": s.device, "DARWIN_PEAK_FLOPS": repr(peak_flops(s, device_name)), **threads, **slot_env}
     python = [sys.executable]
     train_tokens = corpus.tokens("train")
+    grant = compute.Grant(cores) if cores else None
 
     def stage(name: str, argv: list[str], budget: str, meter: Meter | None, timeout: float) -> Path | None:
         """Run one stage; with a meter, the data channel serves it and it must exit within the grace of
@@ -288,12 +305,14 @@ def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path
         env = sandbox.clean_env({**base_env, "DARWIN_OUT": str(out), "DARWIN_BUDGET": budget,
                                  **(channel.env() if channel else {})})
         jail = sandbox.Jail(writable=[wt, tmp, out], readable=[data]) if mode == "bwrap" else None
+        box = compute.ComputeBox(grant, f"{record.commit[:10]}-{name}", record.compute) if cores else None
         record.stage = name
         try:
             outcome = sandbox.run(argv, wt, env, timeout, memory, jail, work / f"{name}-log",
                                   pass_fds=channel.child_fds if channel else (),
                                   started=channel.start if channel else None,
-                                  overdue=(lambda: channel.overdue(s.grace(meter.deadline_s))) if channel else None)
+                                  overdue=(lambda: channel.overdue(s.grace(meter.deadline_s))) if channel else None,
+                                  box=box)
         finally:
             if channel:
                 channel.close()
@@ -311,6 +330,12 @@ def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path
             record.tokens, record.data_stopped_s = channel.tokens, channel.spent_at
             record.wall_s = round(outcome.wall_s, 3)
             record.overrun_s = round(max(0.0, outcome.wall_s - meter.deadline_s), 3)
+            record.cpu_s = None if outcome.cpu_s is None else round(outcome.cpu_s, 3)
+            if record.cpu_s is not None and compute.overrun(record.cpu_s, outcome.wall_s, grant):
+                record.status = "overrun"
+                record.error = (f"used {record.cpu_s:.1f} CPU-seconds in {outcome.wall_s:.1f}s on a grant of "
+                                f"{len(cores)} core(s) ({record.compute}); more than the slot grants")
+                return None
         return out
 
     smoke = Meter("requests", SMOKE_BATCHES, s.smoke_timeout_s)

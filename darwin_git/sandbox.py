@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .compute import ComputeBox
+
 PAGE = os.sysconf("SC_PAGE_SIZE")
 PASSED = ("PATH", "LD_LIBRARY_PATH", "CUDA_HOME", "NVIDIA_DRIVER_CAPABILITIES")  # taken from the parent, if set
 SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -79,7 +81,7 @@ class Jail:
     readable: list[Path] = field(default_factory=list)
 
     def wrap(self, argv: list[str], cwd: Path) -> list[str]:
-        cmd = ["bwrap", "--unshare-all", "--die-with-parent", "--new-session", "--dev", "/dev", "--proc", "/proc",
+        cmd = ["bwrap", "--unshare-all", "--die-with-parent", "--dev", "/dev", "--proc", "/proc",
                "--tmpfs", "/tmp", "--dir", "/run"]
         for p in SYSTEM:
             if os.path.islink(p):
@@ -110,6 +112,7 @@ class Outcome:
     wall_s: float
     peak_rss: int
     why: str = ""  # why the harness stopped it early, when it says more than "time ran out"
+    cpu_s: float | None = None  # CPU-seconds of the whole process tree, when a compute box metered it
 
     def tail(self, lines: int = 15) -> str:
         return "\n".join(self.stderr.strip().splitlines()[-lines:])
@@ -159,10 +162,15 @@ class Watchdog(threading.Thread):
             kill_group(self.proc)
 
 
-def spawn(argv: list[str], cwd: Path, env: dict[str, str], jail: Jail | None, **popen) -> subprocess.Popen:
-    """Start argv in its own session (so its group can be killed whole), inside the jail if any."""
-    return subprocess.Popen(jail.wrap(argv, cwd) if jail else argv, cwd=cwd, env=env,
-                            start_new_session=True, **popen)
+def spawn(argv: list[str], cwd: Path, env: dict[str, str], jail: Jail | None, box: ComputeBox | None = None,
+          **popen) -> subprocess.Popen:
+    """Start argv in its own session (so its group can be killed whole), inside the jail if any, and inside
+    the compute box if any: the child joins it before exec, so everything it starts is held there too."""
+    proc = subprocess.Popen(jail.wrap(argv, cwd) if jail else argv, cwd=cwd, env=env, start_new_session=True,
+                            preexec_fn=box.preexec if box else None, **popen)
+    if box:
+        box.track(proc.pid)
+    return proc
 
 
 def tail_text(path: Path, limit: int = TAIL_BYTES) -> str:
@@ -174,26 +182,33 @@ def tail_text(path: Path, limit: int = TAIL_BYTES) -> str:
 
 def run(argv: list[str], cwd: Path, env: dict[str, str], timeout_s: float, memory_bytes: int,
         jail: Jail | None, log_dir: Path, pass_fds: tuple[int, ...] = (),
-        started: Callable[[], None] | None = None, overdue: Callable[[], str] | None = None) -> Outcome:
+        started: Callable[[], None] | None = None, overdue: Callable[[], str] | None = None,
+        box: ComputeBox | None = None) -> Outcome:
     """Run argv to completion or until a limit trips; never raises for the child's misbehaviour.
-    Its output goes to `log_dir`, which must be the harness's: a folder the child cannot write."""
+    Its output goes to `log_dir`, which must be the harness's: a folder the child cannot write.
+    With a compute box, everything left in it is killed at the end and its CPU time is the outcome's."""
     log_dir.mkdir(parents=True, exist_ok=True)
     out_path, err_path = log_dir / "stdout.txt", log_dir / "stderr.txt"
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        proc = spawn(argv, cwd, env, jail, stdout=out, stderr=err, stdin=subprocess.DEVNULL, pass_fds=pass_fds)
+        proc = spawn(argv, cwd, env, jail, box, stdout=out, stderr=err, stdin=subprocess.DEVNULL, pass_fds=pass_fds)
         dog = Watchdog(proc, timeout_s, memory_bytes, overdue)
         if started:
             started()
         try:
             proc.wait()
         finally:
+            if box:
+                box.cpu_seconds()  # the tree's last reading, before its survivors are killed
             kill_group(proc)
+            if box:
+                box.close()
         dog.join()
     stopped = dog.timed_out or dog.over_memory
     return Outcome(
         returncode=None if stopped else proc.returncode, stdout=tail_text(out_path), stderr=tail_text(err_path),
         timed_out=dog.timed_out, over_memory=dog.over_memory,
         wall_s=time.monotonic() - dog.t0, peak_rss=dog.peak, why=dog.why,
+        cpu_s=box.cpu_seconds() if box else None,
     )
 
 

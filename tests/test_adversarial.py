@@ -7,6 +7,7 @@ The suite needs bubblewrap and fails (never skips) without it: these are the cla
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -273,3 +274,47 @@ def test_outputs_that_are_links_or_fifos_are_not_followed(template_repo, adv_set
     record = evaluate(template_repo, sha, adv_settings, corpus, test=False)
     assert (record.status, record.stage) == ("invalid-output", "train") and "regular file" in record.error
     assert json.dumps(record.to_dict())  # the record stays well-formed
+
+
+# ---- taking more compute than the slot grants --------------------------------------------------------
+
+HOGS = {
+    "threads": "torch.set_num_threads(os.cpu_count())\n",
+    "workers": ("import multiprocessing\n\ndef _spin():\n    while True:\n        pass\n\n"
+                "for _ in range(os.cpu_count()):\n    multiprocessing.Process(target=_spin, daemon=True).start()\n"),
+    "re-pin": "os.sched_setaffinity(0, range(os.cpu_count()))\ntorch.set_num_threads(os.cpu_count())\n",
+}
+
+
+@pytest.fixture(scope="module")
+def timed(adv_settings):
+    """A time budget, where more compute would mean more training."""
+    from darwin_git import compute
+
+    if compute.enforcement() not in ("cgroup-v2", "cgroup-v1") and os.environ.get("CI"):
+        pytest.fail(f"CI needs cgroup enforcement for the fair-compute tests; this machine offers "
+                    f"{compute.enforcement()!r} (run as root with writable cpu, cpuacct and cpuset cgroups)")
+    return replace(adv_settings, budget="8s")
+
+
+@pytest.fixture(scope="module")
+def honest_timed(template_repo, timed, corpus) -> FitnessRecord:
+    record = evaluate(template_repo, "main", timed, corpus, test=False)
+    assert record.status == "ok", record.error
+    return record
+
+
+@pytest.mark.parametrize("hog", HOGS, ids=list(HOGS))
+def test_a_genome_gets_no_more_compute_than_its_slot_grants(template_repo, timed, corpus, honest_timed, hog):
+    """More threads, busy worker processes, or re-pinning to every core: the slot's one core is all it gets,
+    and the harness's own meter says so (or marks the run overrun where only pinning was available)."""
+    sha = attacker(template_repo, f"hog-{hog}", {"train.py": [(IMPORTS, IMPORTS + HOGS[hog])]})
+    record = evaluate(template_repo, sha, timed, corpus, test=False)
+    assert record.cores == 1 and record.compute == honest_timed.compute
+    if record.status == "overrun":  # pinning only: the escape was metered and the run ranks last
+        assert record.compute in ("affinity", "none") and record.val_bpb is None
+        return
+    assert record.status == "ok", record.error
+    assert record.cpu_s <= 1.1 * record.wall_s + 0.5  # held to one core, by the harness's meter
+    assert record.tokens <= 1.15 * honest_timed.tokens, (record.tokens, honest_timed.tokens)
+    assert record.val_bpb >= honest_timed.val_bpb - 0.05

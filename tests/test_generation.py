@@ -159,10 +159,12 @@ def test_survivors_are_measured_on_two_seeds(evolved_repo):
     assert len(summary["survivors"]) == 2
     for survivor in summary["survivors"]:
         doc = json.loads(note(evolved_repo, "fitness", survivor["sha"]))
-        scores = [r["test_bpb"] for r in doc["runs"]]
+        scores = [r["val_bpb"] for r in doc["runs"]]
         assert doc["status"] == "ok" and doc["n"] == 2 == len({r["seed"] for r in doc["runs"]})
         assert doc["fitness"] == survivor["fitness"] == round(statistics.fmean(scores), 6)
         assert doc["spread"] == survivor["spread"] == round(statistics.stdev(scores), 6) > 0
+        # test is scored by the confirmation run alone, and never feeds the fitness
+        assert [r["test_bpb"] is not None for r in doc["runs"]] == [False, True] and doc["test_n"] == 1
 
 
 @pytest.mark.parametrize("a, b, close", [

@@ -109,7 +109,7 @@ def test_search_replace_reply_becomes_a_child(repo):
 
 def test_diff_with_wrong_hunk_numbers_is_recounted(repo):
     good = template_diff(repo, "batch_size = 16\n", "batch_size = 8\n")
-    wrong = good.replace("@@ -20,7 +20,7 @@", "@@ -3,4 +3,9 @@")  # start and counts both off
+    wrong = good.replace("@@ -22,7 +22,7 @@", "@@ -3,4 +3,9 @@")  # start and counts both off
     assert wrong != good
     with Endpoint([reply(wrong, "Halve the batch")]) as endpoint:
         made, plan = breed(repo, llm_config(repo, endpoint.url))

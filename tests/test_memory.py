@@ -36,7 +36,7 @@ class History:
     def score(self, sha: str, bpb: float | None, error: str = "") -> None:
         status = "ok" if bpb is not None else "crashed"
         fitness.add_run(self.repo, {"commit": sha, "seed": 1, "status": status, "stage": "done" if bpb else "smoke",
-                                    "test_bpb": bpb, "error": error}, self.cfg.notes.fitness)
+                                    "val_bpb": bpb, "error": error}, self.cfg.notes.fitness)
 
     def child(self, parent: str, name: str, author: str, g: int, slot: int, title: str, knob: str,
               bpb: float | None, error: str = "") -> str:

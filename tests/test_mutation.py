@@ -112,7 +112,7 @@ def test_wrong_hunk_line_counts_still_apply(template):
     repo, root, train = template
     good = diff("train.py", train, edit(train, "batch_size = 16\n", "batch_size = 8\n"))
     header = next(line for line in good.splitlines() if line.startswith("@@"))
-    assert header == "@@ -20,7 +20,7 @@"  # 3 lines of context each side
+    assert header == "@@ -22,7 +22,7 @@"  # 3 lines of context each side
     wrong = good.replace(header, "@@ -20,3 +20,3 @@")  # the kind of count an LLM gets wrong
     tree = mutation.apply(repo, root, wrong)
     assert tree == mutation.apply(repo, root, good)

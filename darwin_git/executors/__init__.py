@@ -49,10 +49,12 @@ class Job:
 
 @dataclass(frozen=True)
 class Slot:
-    """A place one evaluation runs at a time; `env` pins its genome processes (CUDA_VISIBLE_DEVICES)."""
+    """A place one evaluation runs at a time; `env` pins its genome processes (CUDA_VISIBLE_DEVICES) and
+    `cores` are the CPU cores it owns (the compute box holds its genome processes to them; () for none)."""
 
     label: str
     env: dict[str, str] = field(default_factory=dict, hash=False)
+    cores: tuple[int, ...] = ()
 
 
 def pinned(settings: EvalSettings, seed: int) -> EvalSettings:

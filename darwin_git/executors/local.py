@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..compute import slot_cores
 from ..corpus import Corpus, cache_root
 from ..errors import DarwinError
 from ..evaluator import EvalSettings, evaluate
@@ -62,7 +63,8 @@ class LocalExecutor(Executor):
         """CPU: `slots` slots (default: as many as the cores hold at `threads` each, so no core idles).
         CUDA: `per_device` slots on each visible GPU (or on GPU N for cuda:N)."""
         if not device.startswith("cuda"):
-            return cls([Slot(f"cpu{i}") for i in range(settings.slots or max(1, (os.cpu_count() or 1) // threads))])
+            n = settings.slots or max(1, (os.cpu_count() or 1) // threads)
+            return cls([Slot(f"cpu{i}", cores=slot_cores(i, threads)) for i in range(n)])
         devices = visible_devices()
         if device.startswith("cuda:"):
             index = int(device[5:]) if device[5:].isdigit() else -1
@@ -74,12 +76,12 @@ class LocalExecutor(Executor):
                               "use --device cpu or check the driver")
         n = settings.slots or len(devices) * settings.per_device
         return cls([Slot(f"gpu{devices[i % len(devices)]}.{i // len(devices)}",
-                         {"CUDA_VISIBLE_DEVICES": devices[i % len(devices)]}) for i in range(n)])
+                         {"CUDA_VISIBLE_DEVICES": devices[i % len(devices)]}, slot_cores(i, threads)) for i in range(n)])
 
     def _start(self, repo: Path, job: Job, settings: EvalSettings, corpus: Corpus, slot: Slot) -> threading.Thread:
         def work() -> None:
             try:
-                outcome: dict | BaseException = evaluate(repo, job.sha, settings, corpus, slot.env, job.test).to_dict()
+                outcome: dict | BaseException = evaluate(repo, job.sha, settings, corpus, slot.env, job.test, slot.cores).to_dict()
             except BaseException as e:  # whatever ended the slot's work, the executor decides what it means
                 outcome = e
             self.results.put((threading.current_thread(), outcome))

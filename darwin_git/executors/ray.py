@@ -31,7 +31,8 @@ def evaluate_bundle(bundle: bytes, sha: str, settings: EvalSettings, test: bool 
         repo = Path(tmp) / "repo.git"
         git.git(tmp, "init", "-q", "--bare", str(repo))
         git.unbundle(repo, bundle)
-        return evaluate(repo, sha, settings, prepare(settings.data, settings.tokenizer), test=test).to_dict()
+        # No compute box: Ray shares a node's cores among its tasks without saying which (README, "Fair compute").
+        return evaluate(repo, sha, settings, prepare(settings.data, settings.tokenizer), test=test, cores=()).to_dict()
 
 
 class RayExecutor(Executor):

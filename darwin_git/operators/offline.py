@@ -408,14 +408,13 @@ class Perturbation:
     """Scale one numeric knob at the top of train.py by a random factor in [0.5, 2] (log-uniform)."""
 
     name = "perturb"
-    SKIP = {"val_batches"}  # only affects the self-reported val loss, never the trained model
 
     def apply(self, files: Files, rng: random.Random) -> Mutation | None:
         text = files.get("train.py")
         if text is None or "\n# ---- harness contract" not in text:
             return None
         head = text.split("\n# ---- harness contract", 1)[0]
-        names = [n for n in re.findall(r"^(\w+) = ", head, re.M) if n not in self.SKIP]
+        names = re.findall(r"^(\w+) = ", head, re.M)
         rng.shuffle(names)
         for name in names:
             old = _num(head, name)
