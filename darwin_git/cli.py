@@ -15,8 +15,9 @@ from rich.table import Table
 
 from . import config as config_mod
 from . import git
+from . import sandbox as sandbox_mod
 from .errors import DarwinError
-from .evaluator import EvalSettings, evaluate, parse_budget
+from .evaluator import EvalSettings, compute_mode, evaluate, parse_budget
 from .fitness import add_run
 
 console = Console(highlight=False)
@@ -130,6 +131,7 @@ def init(directory, population, offspring, data, tokenizer, budget, device, seed
     names = init_repo(directory, cfg)
     console.print(f"created evolution repo [bold]{directory}[/] with {len(names)} agents: "
                   + ", ".join(f"darwin/{n}" for n in names))
+    console.print(f"sandbox: {sandbox_mod.describe()}")
     console.print(f"next: cd {directory} && darwin-git evolve -g 3")
 
 
@@ -298,13 +300,18 @@ def lineage(genome, repo_dir) -> None:
 @repo_option
 @one_line_errors
 def doctor(repo_dir) -> None:
-    """Send one tiny request to the configured LLM endpoint: model, URL, key variable, latency, tokens."""
+    """What this machine enforces (sandbox, compute), then one tiny request to the configured LLM endpoint."""
     from .config import resolved_operator
     from .operators import OperatorError
     from .operators.llm import LlmOperator
 
     _, cfg = evolution_repo(repo_dir)
     s = cfg.llm
+    machine = (f"sandbox   {sandbox_mod.describe()}\n"
+               f"compute   {compute_mode(cfg.evaluation)} (each genome held to its slot's cores; [evaluation] compute)")
+    if not s.model:
+        console.print(machine + "\nllm       none configured ([llm] model is empty): the offline catalogue mutates")
+        return
     where = (f"{s.model or '(no model)'} at {s.base_url or 'https://api.openai.com/v1'} "
              f"(key in ${s.api_key_env}: {'set' if os.environ.get(s.api_key_env or '') else 'not set'})")
     try:
@@ -318,6 +325,7 @@ def doctor(repo_dir) -> None:
     console.print(f"usage     {result['prompt_tokens']} prompt + {result['completion_tokens']} completion tokens, "
                   f"{result['requests']} request(s), ${result['cost_usd']:.6f}"
                   + ("" if priced else f" (no [llm.prices] entry for {s.model}: costs count as $0)"))
+    console.print(machine)
 
 
 @main.command("memory")

@@ -41,6 +41,7 @@ STATUSES = ("ok", "crashed", "timeout", "oom", "diverged", "invalid-output", "ov
 BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|steps|tokens)\s*$")
 TOKEN_CAP_S = 600.0  # a token budget's wall-clock cap when [evaluation] timeout_s is 0
 SMOKE_BATCHES = 2
+TRUSTED_OPERATOR = re.compile(r"^(offline:\S+|crossover)$")  # code the harness itself writes
 REPORT_BYTES = 1 << 20  # metrics.json larger than this is not read
 KNOWN_PEAKS = {"H200": 989.5e12, "H100": 989.5e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12,
                "A10": 125e12, "4090": 165e12}  # dense bf16 FLOP/s from vendor sheets
@@ -142,14 +143,24 @@ class FitnessRecord:
         return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
 
 
-def _sandbox_mode(settings: EvalSettings) -> str:
+def _sandbox_mode(settings: EvalSettings, repo: Path, sha: str) -> str:
+    """bwrap where it works. Without it, fail closed: only code the harness itself wrote (the repo's root
+    commit, offline catalogue mutations and crossovers of those) runs unsandboxed, unless the user
+    says `sandbox = "none"`; an LLM's or a request's code is refused."""
+    if settings.sandbox not in ("auto", "bwrap", "none"):
+        raise DarwinError(f"[evaluation] sandbox = {settings.sandbox!r}: use auto, bwrap or none")
     if settings.sandbox == "none":
         return "none"
     if sandbox.bwrap_works():
         return "bwrap"
     if settings.sandbox == "bwrap":
-        raise DarwinError("sandbox = 'bwrap' is set but bubblewrap does not work here; "
-                          "install it (apt-get install bubblewrap) or set sandbox = 'auto'")
+        raise DarwinError(f"sandbox = 'bwrap' is set but bubblewrap does not work here; {sandbox.HOW_TO}")
+    for commit, parents, operator in git.history_trailer(repo, sha, "Darwin-Operator"):
+        if parents and not TRUSTED_OPERATOR.match(operator):
+            raise DarwinError(f"{sha[:10]} contains {commit[:10]} (operator {operator or 'unknown'}), code the "
+                              f"harness did not write, and bubblewrap does not work here: it will not run "
+                              f"unsandboxed. {sandbox.HOW_TO}, or set sandbox = \"none\" (or --sandbox none) "
+                              "to run it anyway")
     return "none"
 
 
@@ -240,7 +251,7 @@ def evaluate(repo: Path, rev: str, settings: EvalSettings, corpus: Corpus | None
     if settings.threads < 1:
         raise DarwinError(f"threads = {settings.threads} in [evaluation]; use 1 or more CPU threads per genome")
     corpus = corpus or prepare(settings.data, settings.tokenizer)
-    mode = _sandbox_mode(settings)
+    mode = _sandbox_mode(settings, repo, sha)
     device_name = _device_name(settings.device)
     cores = compute.slot_cores(0, settings.threads) if cores is None else cores
     mechanism = compute_mode(settings) if cores else "none"
@@ -369,7 +380,7 @@ def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path
     except scoring.ScoreError as e:
         err = str(e)
         record.status = "diverged" if "non-finite" in err else "invalid-output"
-        record.error = err + _stderr_hint(work)
+        record.error = sandbox.redact(err + _stderr_hint(work))
         return
     record.val_bpb = round(scores["val"].bpb, 6)
     record.test_bpb = round(scores["test"].bpb, 6) if "test" in scores else None

@@ -288,3 +288,13 @@ def unbundle(repo: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         git(repo, "bundle", "unbundle", f.name)
+
+
+def history_trailer(repo: Path, rev: str, key: str) -> list[tuple[str, int, str]]:
+    """(commit, its number of parents, the `key` trailer's value or "") for every commit reachable from rev."""
+    out = git(repo, "log", f"--format=%H%x09%P%x09%(trailers:key={key},valueonly,separator=%x2C)", rev)
+    rows = []
+    for line in out.splitlines():
+        sha, parents, value = (line.split("\t") + ["", ""])[:3]
+        rows.append((sha, len(parents.split()), value.strip()))
+    return rows

@@ -30,6 +30,9 @@ from .compute import ComputeBox
 PAGE = os.sysconf("SC_PAGE_SIZE")
 PASSED = ("PATH", "LD_LIBRARY_PATH", "CUDA_HOME", "NVIDIA_DRIVER_CAPABILITIES")  # taken from the parent, if set
 SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+HOW_TO = ("install bubblewrap (apt-get install bubblewrap); on Ubuntu 24.04 also allow user namespaces "
+          "(sysctl kernel.apparmor_restrict_unprivileged_userns=0)")
+ERROR_CHARS = 4000  # of a child's stderr, the most that goes into a record
 TAIL_BYTES = 64 * 1024  # how much of a child's output the harness ever reads
 ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group", "nsswitch.conf")
 
@@ -58,6 +61,22 @@ def bwrap_works() -> bool:
 def package_dir() -> Path:
     """darwin_git itself: the scoring runner imports it inside the jail."""
     return Path(__file__).resolve().parent
+
+
+def redact(text: str) -> str:
+    """`text` with every secret the harness holds blanked: the values of its environment that no genome
+    is given (API keys, tokens, connection strings), so one a genome found cannot reach a note or a prompt."""
+    for name, value in os.environ.items():
+        if name not in PASSED and len(value) >= 8 and not value.startswith("/") and not value.isdigit():
+            text = text.replace(value, f"[{name} redacted]")
+    return text
+
+
+def describe() -> str:
+    """One line for `init` and `doctor`: can this machine sandbox genome code, and if not, how to make it."""
+    if bwrap_works():
+        return "bubblewrap works: genome code runs without network, with its own PID namespace and an allow-listed filesystem"
+    return f"bubblewrap does not work here: only harness-written code runs, unsandboxed; to sandbox, {HOW_TO}"
 
 
 def runtime_paths() -> list[Path]:
@@ -115,7 +134,8 @@ class Outcome:
     cpu_s: float | None = None  # CPU-seconds of the whole process tree, when a compute box metered it
 
     def tail(self, lines: int = 15) -> str:
-        return "\n".join(self.stderr.strip().splitlines()[-lines:])
+        """The end of its stderr, capped and redacted: this text goes into notes and on into LLM prompts."""
+        return redact("\n".join(self.stderr.strip().splitlines()[-lines:])[-ERROR_CHARS:])
 
 
 def _tree_rss(root: int) -> int:
@@ -139,9 +159,10 @@ class Watchdog(threading.Thread):
     `overdue` (polled too) names a reason to stop it, e.g. it kept running after its data ended."""
 
     def __init__(self, proc: subprocess.Popen, timeout_s: float, memory_bytes: int,
-                 overdue: Callable[[], str] | None = None):
+                 overdue: Callable[[], str] | None = None, box: ComputeBox | None = None):
         super().__init__(daemon=True)
         self.proc, self.timeout_s, self.memory_bytes, self.overdue = proc, timeout_s, memory_bytes, overdue
+        self.box = box
         self.t0 = time.monotonic()
         self.timed_out = self.over_memory = False
         self.why = ""
@@ -151,6 +172,8 @@ class Watchdog(threading.Thread):
     def run(self) -> None:
         while self.proc.poll() is None:
             self.peak = max(self.peak, _tree_rss(self.proc.pid))
+            if self.box:  # without a cgroup, CPU time is read from the live tree: keep the latest reading
+                self.box.cpu_seconds()
             if self.peak > self.memory_bytes:
                 self.over_memory = True
             elif time.monotonic() - self.t0 > self.timeout_s or (self.overdue and self.overdue()):
@@ -191,7 +214,8 @@ def run(argv: list[str], cwd: Path, env: dict[str, str], timeout_s: float, memor
     out_path, err_path = log_dir / "stdout.txt", log_dir / "stderr.txt"
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         proc = spawn(argv, cwd, env, jail, box, stdout=out, stderr=err, stdin=subprocess.DEVNULL, pass_fds=pass_fds)
-        dog = Watchdog(proc, timeout_s, memory_bytes, overdue)
+        polled = box if box and not box.mechanism.startswith("cgroup") else None  # a cgroup counts by itself
+        dog = Watchdog(proc, timeout_s, memory_bytes, overdue, polled)
         if started:
             started()
         try:

@@ -318,3 +318,19 @@ def test_a_genome_gets_no_more_compute_than_its_slot_grants(template_repo, timed
     assert record.cpu_s <= 1.1 * record.wall_s + 0.5  # held to one core, by the harness's meter
     assert record.tokens <= 1.15 * honest_timed.tokens, (record.tokens, honest_timed.tokens)
     assert record.val_bpb >= honest_timed.val_bpb - 0.05
+    if hog == "threads":  # the control: unboxed, the same genome really does take more than its core
+        free = evaluate(template_repo, sha, replace(timed, compute="none"), corpus, test=False)
+        assert free.compute == "none" and free.cpu_s > 1.3 * free.wall_s, (free.cpu_s, free.wall_s)
+
+
+def test_a_secret_the_genome_prints_never_reaches_its_record(template_repo, adv_settings, corpus, monkeypatch):
+    """The harness's own key (not given to the genome) leaks only if the genome can find it; the record,
+    which goes into notes and LLM prompts, carries no copy of it either way."""
+    monkeypatch.setenv("MY_PROVIDER_API", "sk-very-secret-value-123")
+    sha = attacker(template_repo, "leak", {"train.py": [
+        (IMPORTS, IMPORTS + "import sys\nprint('env:', dict(os.environ), file=sys.stderr)\n"
+                            "print('guess: sk-very-secret-value-123', file=sys.stderr)\nraise SystemExit(3)\n")]})
+    record = evaluate(template_repo, sha, adv_settings, corpus, test=False)
+    assert (record.status, record.stage) == ("crashed", "smoke")
+    assert "sk-very-secret" not in json.dumps(record.to_dict()) and "MY_PROVIDER_API redacted" in record.error
+    assert "MY_PROVIDER_API" not in record.error.split("env:")[1].split("guess")[0]  # not in its environment
