@@ -136,3 +136,18 @@ def test_cli_not_a_genome_and_not_a_repo(tmp_path):
     assert result.exit_code == 1 and "is not a genome" in result.output
     result = CliRunner().invoke(main, ["eval", "HEAD", "-C", str(tmp_path)])
     assert result.exit_code == 1 and "not inside a git repository" in result.output
+
+
+def test_without_bubblewrap_only_harness_written_code_runs_unsandboxed(genome_repo, settings, corpus, monkeypatch):
+    from darwin_git import evaluator
+
+    monkeypatch.setattr(sandbox, "bwrap_works", lambda: False)
+    offline = commit_edit(genome_repo, "train.py", "beta2 = 0.95", "beta2 = 0.99",
+                          "Raise beta2\n\nDarwin-Operator: offline:adam_beta2")
+    assert evaluator._sandbox_mode(settings, genome_repo, offline) == "none"  # the catalogue's own code
+    llm = commit_edit(genome_repo, "train.py", "beta1 = 0.9", "beta1 = 0.8", "Lower beta1\n\nDarwin-Operator: llm:gpt")
+    with pytest.raises(DarwinError, match="will not run unsandboxed"):
+        evaluate(genome_repo, llm, settings, corpus)
+    assert evaluator._sandbox_mode(quick(settings, sandbox="none"), genome_repo, llm) == "none"  # said explicitly
+    with pytest.raises(DarwinError, match="use auto, bwrap or none"):
+        evaluate(genome_repo, llm, quick(settings, sandbox="bwarp"), corpus)
