@@ -82,7 +82,7 @@ def train_once(genome: Path, out: Path, corpus, tokens: int, direct: bool) -> di
 def channel_vs_direct(corpus, tokens: int, work: Path) -> None:
     text = (GENOME / "train.py").read_text()
     direct = work / "direct"
-    direct.mkdir()
+    direct.mkdir(parents=True)
     shutil.copy(GENOME / "model.py", direct / "model.py")
     start = text.index("def fetch(")
     end = text.index("def get_batch(")
@@ -128,6 +128,13 @@ def score_cost(settings: EvalSettings, corpus, work: Path) -> None:
             x = torch.from_numpy(np.stack([tokens[s:s + t_ctx] for s in starts[i:i + 8]]).astype(np.int64))
             net(x)
     print(f"  {'before: whole windows':<28} {time.perf_counter() - t:6.2f} s  (compute only, in process)")
+    text = np.stack([tokens[s:s + t_ctx + 1] for s in starts]).astype(np.int64)
+    t = time.perf_counter()
+    with torch.no_grad():
+        cache = None
+        for pos in range(t_ctx):  # the same predictions, one position at a time through the KV cache
+            _, cache = net.step(torch.from_numpy(text[:, pos]), cache)
+    print(f"  {'streamed: step, compute only':<28} {time.perf_counter() - t:6.2f} s  (in process)")
 
 
 def overhead(repo: Path, settings: EvalSettings, corpus, budgets: list[str]) -> None:
