@@ -131,10 +131,8 @@ def clone_repo(src: Path, dst: Path) -> Path:
     return dst
 
 
-@pytest.fixture
-def genome_repo(tmp_path) -> Path:
-    """A plain git repo whose one commit is the genome template."""
-    repo = tmp_path / "repo"
+def template_repo_at(repo: Path) -> Path:
+    """A plain git repo at `repo` whose one commit (on main) is the genome template."""
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
     for f in ("model.py", "train.py"):
@@ -142,6 +140,11 @@ def genome_repo(tmp_path) -> Path:
     git(repo, "add", ".")
     git(repo, "commit", "-qm", "genome")
     return repo
+
+
+@pytest.fixture
+def genome_repo(tmp_path) -> Path:
+    return template_repo_at(tmp_path / "repo")
 
 
 def commit_edit(repo: Path, path: str, old: str, new: str, message: str = "edit") -> str:

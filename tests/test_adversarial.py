@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 from darwin_git import sandbox
 from darwin_git.evaluator import FitnessRecord, evaluate
 
-from .conftest import GENOME, git, tiny_settings
+from .conftest import git, template_repo_at, tiny_settings
 
 IMPORTS = "from model import GPT, GPTConfig\n"
 STEP = "    def step(self, idx, cache=None):\n"
@@ -82,14 +81,7 @@ def _bubblewrap_must_work():
 
 @pytest.fixture(scope="module")
 def template_repo(tmp_path_factory) -> Path:
-    repo = tmp_path_factory.mktemp("adversarial") / "repo"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    for f in ("model.py", "train.py"):
-        shutil.copy(GENOME / f, repo / f)
-    git(repo, "add", ".")
-    git(repo, "commit", "-qm", "genome")
-    return repo
+    return template_repo_at(tmp_path_factory.mktemp("adversarial") / "repo")
 
 
 @pytest.fixture(scope="module")
