@@ -24,17 +24,29 @@ class GitError(DarwinError):
     """A git command failed; the message carries git's own words."""
 
 
+# Hooks are scripts in .git/hooks (or core.hooksPath) that git runs on commit, checkout, merge and
+# every ref update. The harness never runs them: they are not its code, and the repo is shared with
+# untrusted genomes. People's own `git commit` still runs the repo's hooks (the pre-commit guard).
+HOOKS_OFF = ("-c", "core.hooksPath=/dev/null")
+
+
+def run(repo: Path | str, *args: str, input: str | bytes | None = None,
+        env: dict | None = None) -> subprocess.CompletedProcess:
+    """The one place a git process starts: `git -C repo args...` with hooks off, bytes in and out."""
+    return subprocess.run(
+        ["git", *HOOKS_OFF, "-C", str(repo), *args], capture_output=True,
+        input=input.encode() if isinstance(input, str) else input,
+        env={**os.environ, **env} if env else None,
+    )
+
+
 def git(repo: Path | str, *args: str, input: str | bytes | None = None, check: bool = True,
         env: dict | None = None) -> str:
     """Run `git -C repo args...` and return stdout (text). Raise GitError with stderr on failure."""
-    binary = isinstance(input, bytes)
-    proc = subprocess.run(
-        ["git", "-C", str(repo), *args], input=input, capture_output=True, text=not binary,
-        env={**os.environ, **env} if env else None,
-    )
-    out = proc.stdout.decode() if binary else proc.stdout
-    err = proc.stderr.decode() if binary else proc.stderr
+    proc = run(repo, *args, input=input, env=env)
+    out = proc.stdout.decode(errors="replace")
     if check and proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace")
         first = (err.strip() or out.strip() or f"exit {proc.returncode}").splitlines()[-1]
         raise GitError(f"git {args[0]} failed: {first}")
     return out
@@ -70,7 +82,7 @@ def tree_of(repo: Path, rev: str) -> str:
 
 
 def read_file(repo: Path, rev: str, path: str) -> str | None:
-    out = subprocess.run(["git", "-C", str(repo), "show", f"{rev}:{path}"], capture_output=True)
+    out = run(repo, "show", f"{rev}:{path}")
     return out.stdout.decode("utf-8", errors="replace") if out.returncode == 0 else None
 
 
@@ -119,8 +131,8 @@ def lock(repo: Path, name: str = "darwin.lock", wait: bool = True) -> Iterator[N
 
 
 def note_read(repo: Path, ref: str, obj: str) -> str | None:
-    out = subprocess.run(["git", "-C", str(repo), "notes", "--ref", ref, "show", obj], capture_output=True, text=True)
-    return out.stdout if out.returncode == 0 else None
+    out = run(repo, "notes", "--ref", ref, "show", obj)
+    return out.stdout.decode(errors="replace") if out.returncode == 0 else None
 
 
 def note_write(repo: Path, ref: str, obj: str, text: str) -> None:
@@ -167,8 +179,9 @@ def read_blobs(repo: Path, blobs: list[str]) -> list[str]:
     """The text of many blobs, in order, from one `git cat-file --batch` process."""
     if not blobs:
         return []
-    proc = subprocess.run(["git", "-C", str(repo), "cat-file", "--batch"],
-                          input="".join(f"{blob}\n" for blob in blobs).encode(), capture_output=True, check=True)
+    proc = run(repo, "cat-file", "--batch", input="".join(f"{blob}\n" for blob in blobs))
+    if proc.returncode != 0:
+        raise GitError(f"git cat-file failed: {proc.stderr.decode(errors='replace').strip()}")
     data, pos, texts = proc.stdout, 0, []
     for _ in blobs:
         header_end = data.index(b"\n", pos)
@@ -240,13 +253,13 @@ def apply_to_tree(repo: Path, base: str, patch: str) -> str:
 
 def merge_trees(repo: Path, a: str, b: str) -> tuple[str | None, str]:
     """Merge commits a and b without a worktree: (tree, "") when clean, (None, conflict text) otherwise."""
-    proc = subprocess.run(["git", "-C", str(repo), "merge-tree", "--write-tree", "--name-only", a, b],
-                          capture_output=True, text=True)
+    proc = run(repo, "merge-tree", "--write-tree", "--name-only", a, b)
+    out = proc.stdout.decode(errors="replace")
     if proc.returncode == 0:
-        return proc.stdout.split("\n", 1)[0].strip(), ""
+        return out.split("\n", 1)[0].strip(), ""
     if proc.returncode == 1:
-        return None, proc.stdout.split("\n", 1)[1].strip() if "\n" in proc.stdout else proc.stdout
-    raise GitError(f"git merge-tree failed: {proc.stderr.strip()}")
+        return None, out.split("\n", 1)[1].strip() if "\n" in out else out
+    raise GitError(f"git merge-tree failed: {proc.stderr.decode(errors='replace').strip()}")
 
 
 # ---- worktrees ---------------------------------------------------------------------------------------
@@ -275,8 +288,7 @@ BUNDLE_REF = "refs/darwin/bundle"
 def bundle(repo: Path, sha: str) -> bytes:
     """A v2 bundle of `sha` and its history. Hand-built because `git bundle create` refuses a bare sha
     without a ref, and the driver alone writes refs."""
-    pack = subprocess.run(["git", "-C", str(repo), "pack-objects", "--stdout", "--revs", "-q"],
-                          input=f"{sha}\n".encode(), capture_output=True)
+    pack = run(repo, "pack-objects", "--stdout", "--revs", "-q", input=f"{sha}\n")
     if pack.returncode != 0:
         raise GitError(f"git pack-objects failed: {pack.stderr.decode(errors='replace').strip()}")
     return f"# v2 git bundle\n{sha} {BUNDLE_REF}\n\n".encode() + pack.stdout
