@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -175,20 +176,25 @@ def notes_json(repo: Path, ref: str) -> dict[str, dict]:
     return docs
 
 
-def read_blobs(repo: Path, blobs: list[str]) -> list[str]:
-    """The text of many blobs, in order, from one `git cat-file --batch` process."""
+def blob_bytes(repo: Path, blobs: list[str]) -> list[bytes]:
+    """The content of many blobs, in order, from one `git cat-file --batch` process."""
     if not blobs:
         return []
     proc = run(repo, "cat-file", "--batch", input="".join(f"{blob}\n" for blob in blobs))
     if proc.returncode != 0:
         raise GitError(f"git cat-file failed: {proc.stderr.decode(errors='replace').strip()}")
-    data, pos, texts = proc.stdout, 0, []
+    data, pos, out = proc.stdout, 0, []
     for _ in blobs:
         header_end = data.index(b"\n", pos)
         size = int(data[pos:header_end].split()[2])
-        texts.append(data[header_end + 1: header_end + 1 + size].decode("utf-8", errors="replace"))
+        out.append(data[header_end + 1: header_end + 1 + size])
         pos = header_end + 1 + size + 1
-    return texts
+    return out
+
+
+def read_blobs(repo: Path, blobs: list[str]) -> list[str]:
+    """The text of many blobs, in order, from one `git cat-file --batch` process."""
+    return [data.decode("utf-8", errors="replace") for data in blob_bytes(repo, blobs)]
 
 
 # ---- logs: a commit chain whose tree holds small text files (JSON documents) ----------------------
@@ -224,6 +230,28 @@ def commit_tree(repo: Path, tree: str, parents: list[str], message: str) -> str:
     for p in parents:
         args += ["-p", p]
     return git(repo, *args, "-F", "-", input=message).strip()
+
+
+@dataclass(frozen=True)
+class TreeChange:
+    """One path that differs between two trees, as `git diff-tree --raw` reports it."""
+
+    path: str
+    old_mode: str  # "000000" when added
+    new_mode: str  # "000000" when deleted; 100644 file, 100755 executable, 120000 symlink, 160000 gitlink
+    new_blob: str
+    status: str  # A added, D deleted, M modified, T type changed
+
+
+def tree_changes(repo: Path, old: str, new: str) -> list[TreeChange]:
+    """Every path whose entry differs between trees `old` and `new`, with modes: what git wrote, not
+    what a patch's text claims (no rename detection: a rename is a delete and an add)."""
+    fields = git(repo, "diff-tree", "-r", "-z", "--raw", "--no-renames", old, new).split("\0")
+    changes = []
+    for meta, path in zip(fields[0:-1:2], fields[1::2]):  # ":<old mode> <new mode> <old> <new> <status>", path
+        old_mode, new_mode, _, blob, status = meta.lstrip(":").split()
+        changes.append(TreeChange(path, old_mode, new_mode, blob, status[0]))
+    return changes
 
 
 def apply_to_tree(repo: Path, base: str, patch: str) -> str:

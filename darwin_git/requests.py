@@ -259,9 +259,12 @@ def _targets(repo: Path, names: tuple[str, ...]) -> dict[str, str]:
 def _merge(repo: Path, doc: dict, branch: str, tip: str, generation: int, by: str, reason: str) -> str:
     """A merge commit of `tip` and the change. On a genome that moved on from the request's base the
     change is first applied to the tip (a commit whose parent is the tip), so the merge brings exactly
-    the change, never the requester's other history. Rejected when it does not apply."""
+    the change, never the requester's other history. Rejected when it does not apply, or when what it
+    would commit is not genome text (checked here too: the log that names the commit is plain git)."""
     side = doc["commit"]
-    if tip != doc["base"]:
+    if tip == doc["base"]:
+        mutation.check_tree(repo, git.tree_of(repo, tip), git.tree_of(repo, side))
+    else:
         tree = mutation.apply(repo, tip, git.git(repo, "diff-tree", "-p", "--full-index", doc["base"], doc["commit"]))
         side = git.commit_tree(repo, tree, [tip], mutation.message(
             f"{doc['title']} (request {doc['id']} on darwin/{branch})", doc["rationale"],
