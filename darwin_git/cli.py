@@ -78,10 +78,15 @@ def eval_cmd(rev, budget, seed, device, data, tokenizer, memory_mb, sandbox, not
         overrides["data"] = str(Path(data).expanduser().resolve())
     settings = replace(settings, **overrides)
     parse_budget(settings.budget)
+    ref = cfg.notes.fitness if cfg else config_mod.Notes().fitness
+    if note:  # the run is added to the commit's note: one that cannot take it stops us before training
+        from .report import fitness_note
+
+        fitness_note(repo, ref, git.resolve(repo, rev))
     with console.status(f"evaluating {rev} ({settings.budget} on {settings.device})"):
         record = evaluate(repo, rev, settings).to_dict()
     if note:
-        add_run(repo, record, (cfg.notes.fitness if cfg else config_mod.Notes().fitness))
+        add_run(repo, record, ref)
     if as_json:
         click.echo(json.dumps(record, indent=1, sort_keys=True))
     else:
@@ -153,9 +158,11 @@ def with_executor(cfg: config_mod.Config, kind: str | None, slots: int | None, a
 def generation(kind, slots, address, repo_dir) -> None:
     """Run one generation (or finish an interrupted one): breed, evaluate, select, prune."""
     from .generation import Generation
+    from .report import check_records
 
     repo, cfg = evolution_repo(repo_dir)
     with_executor(cfg, kind, slots, address)
+    check_records(repo, cfg)
     print_summary(Generation(repo, cfg, console).run())
 
 
@@ -167,9 +174,11 @@ def generation(kind, slots, address, repo_dir) -> None:
 def evolve(generations, kind, slots, address, repo_dir) -> None:
     """Run K generations after the baseline (evaluated first if missing)."""
     from .generation import Generation, last_finished
+    from .report import check_records
 
     repo, cfg = evolution_repo(repo_dir)
     with_executor(cfg, kind, slots, address)
+    check_records(repo, cfg)
     target = max(last_finished(repo), 0) + generations
     while last_finished(repo) < target:
         if cfg.evolution.pause_on_requests and paused(repo):
@@ -260,8 +269,10 @@ def show(genome, repo_dir) -> None:
     if f:
         console.print(f"fitness {f['fitness']} (spread {f['spread']}, {f['n']} runs, status {f['status']})")
         for run in f["runs"]:
-            console.print(f"  seed {run['seed']}: {run['status']} stage={run['stage']} test_bpb={run['test_bpb']} "
-                          f"tokens/s={run['tokens_per_s'] and round(run['tokens_per_s'])} {escape(run['error'][:200])}")
+            speed = run.get("tokens_per_s")  # .get: a hand-written run holds only what scoring needs
+            speed = round(speed) if isinstance(speed, (int, float)) else None
+            console.print(f"  seed {run.get('seed')}: {run['status']} stage={run.get('stage')} "
+                          f"test_bpb={run['test_bpb']} tokens/s={speed} {escape(str(run.get('error') or '')[:200])}")
     else:
         console.print("not evaluated yet")
     for fail in d["failures"]:
@@ -377,6 +388,7 @@ def review(rid, as_patch, repo_dir) -> None:
     if as_patch:
         click.echo(requests.format_patch(repo, doc), nl=False)
         return
+    lineage = ancestry(repo, cfg, doc["base"])[-8:]  # read before printing: a broken note is then the only line
     console.print(f"[bold]{doc['id']}[/] {escape('[' + doc['state'] + ']')} {doc['kind']}: "
                   f"[bold]{escape(doc['title'])}[/]")
     console.print(f"requested by {escape(doc['agent'])} ({doc['via']}) in generation {doc['generation']}, "
@@ -388,7 +400,7 @@ def review(rid, as_patch, repo_dir) -> None:
     if ev["cited"]:
         console.print(f"  cited: {escape(ev['cited'])}")
     console.print(f"[bold]fitness history of {ev['genome']}[/] (first-parent lineage, from the fitness notes):")
-    for row in ancestry(repo, cfg, doc["base"])[-8:]:
+    for row in lineage:
         bpb = "-" if row["fitness"] is None else f"{row['fitness']:.4f}"
         delta = "" if row["delta"] is None else f"{row['delta']:+.4f}"
         console.print(f"  g{row['generation']:<3} {row['sha'][:10]} {bpb:>8} {delta:>8}  {escape(row['title'])}")

@@ -142,8 +142,10 @@ def note_write(repo: Path, ref: str, obj: str, text: str) -> None:
 
 
 def note_json(repo: Path, ref: str, obj: str) -> dict | None:
+    """The JSON document noted on `obj`, None without a note; a note that is not a JSON object is a
+    one-line error (CorruptRecord) naming it and its repair."""
     text = note_read(repo, ref, obj)
-    return json.loads(text) if text else None
+    return None if text is None else _note_object(ref, obj, text)
 
 
 def note_append_jsonl(repo: Path, ref: str, obj: str, record: dict) -> None:
@@ -166,14 +168,62 @@ def notes_all(repo: Path, ref: str) -> dict[str, str]:
 
 
 def notes_json(repo: Path, ref: str) -> dict[str, dict]:
-    """Every JSON note under `ref` as {object sha: document}; a hand-edited non-JSON note is skipped."""
-    docs = {}
-    for sha, text in notes_all(repo, ref).items():
-        try:
-            docs[sha] = json.loads(text)
-        except ValueError:
-            continue  # not ours to interpret
-    return docs
+    """Every JSON note under `ref` as {object sha: document}. A note that is not a JSON object stops the
+    reader with a one-line error: skipping it would make a scored commit look unscored, and break the
+    next write to it."""
+    return {sha: _note_object(ref, sha, text) for sha, text in notes_all(repo, ref).items()}
+
+
+# ---- records that are not what darwin-git wrote (hand edits, a disk that lied) -----------------------
+
+class CorruptRecord(DarwinError):
+    """A note or log entry that does not parse; the message names it and how to repair it."""
+
+
+def json_object(text: str, fields: dict[str, tuple[type, ...]] | None = None) -> tuple[dict | None, str]:
+    """(document, "") when `text` is a JSON object holding `fields` ({key: accepted types}), else
+    (None, what is wrong with it), worded to follow the record's name."""
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        return None, f"is not JSON ({e})"
+    if not isinstance(doc, dict):
+        return None, f"is a JSON {type(doc).__name__}, not an object"
+    return (None, problem) if (problem := shape(doc, fields or {})) else (doc, "")
+
+
+def shape(doc: dict, fields: dict[str, tuple[type, ...]]) -> str:
+    """What `doc` lacks of `fields` ({key: accepted types}; a bool is no number), or ""."""
+    for key, kinds in fields.items():
+        if key not in doc:
+            return f"has no {key!r}"
+        if not isinstance(doc[key], kinds) or (isinstance(doc[key], bool) and bool not in kinds):
+            return f"has {key!r} = {json.dumps(doc[key])[:40]}, not {' or '.join(k.__name__ for k in kinds)}"
+    return ""
+
+
+def corrupt_note(ref: str, obj: str, problem: str, dropped: str = "") -> CorruptRecord:
+    """The error for a bad note: what is wrong, then the two repairs (`dropped` says what dropping means)."""
+    return CorruptRecord(f"the {ref} note on {obj} {problem}; drop it with `git notes --ref {ref} remove {obj}`"
+                         f"{dropped} or fix it with `git notes --ref {ref} edit {obj}`")
+
+
+def _note_object(ref: str, obj: str, text: str) -> dict:
+    doc, problem = json_object(text)
+    if problem:
+        raise corrupt_note(ref, obj, problem)
+    return doc
+
+
+def corrupt_log(repo: Path, ref: str, path: str, problem: str) -> CorruptRecord:
+    """The error for a bad log file: it, the commit that wrote it, and how to step the log back before it."""
+    tip = git(repo, "rev-parse", "--verify", "--quiet", ref, check=False).strip()
+    out = git(repo, "log", "-1", "--format=%H %P", ref, "--", path, check=False).split()
+    writer, parent = (out + ["", ""])[:2]
+    rewind = f"git update-ref {ref} {parent} {tip}" if parent else f"git update-ref -d {ref} {tip}"
+    return CorruptRecord(f"{ref}:{path} {problem}" + (f" (written by {writer[:10]})" if writer else "")
+                         + f"; step the log back to before it with `{rewind}` (the later entries of the log "
+                         "are dropped and redone or refiled; the reflog keeps them)")
 
 
 def blob_bytes(repo: Path, blobs: list[str]) -> list[bytes]:
@@ -206,6 +256,19 @@ def read_log(repo: Path, ref: str) -> dict[str, str]:
     entries = [line.split("\t", 1) for line in git(repo, "ls-tree", "-r", "-z", ref).split("\0")[:-1]]
     texts = read_blobs(repo, [meta.split()[2] for meta, _ in entries])  # meta: "<mode> blob <sha>"
     return {path: text for (_, path), text in zip(entries, texts)}
+
+
+def read_log_json(repo: Path, ref: str) -> dict[str, dict]:
+    """{path: document} of every .json file at the tip of `ref`; one that is not a JSON object is a
+    one-line error naming it and the commit that wrote it."""
+    docs = {}
+    for path, text in read_log(repo, ref).items():
+        if path.endswith(".json"):
+            doc, problem = json_object(text)
+            if problem:
+                raise corrupt_log(repo, ref, path, problem)
+            docs[path] = doc
+    return docs
 
 
 def log_commit(repo: Path, ref: str, files: dict[str, str], message: str) -> tuple[str, str]:

@@ -14,9 +14,10 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Callable
 
-from . import fitness, git, mutation, population, requests, tokens
+from . import git, mutation, population, requests, tokens
 from .config import Config
 from .population import ARCHIVE, LIVE, agent_of
+from .report import fitness_notes
 
 DIGEST = "refs/darwin/digest"  # a commit chain; each tree holds digest.md
 MEMORY_TOKENS = 2000  # default budget of one agent's memory
@@ -81,7 +82,7 @@ def history(repo: Path, cfg: Config) -> History:
     names = {sha: n for n, sha in archived.items()} | {sha: n for n, sha in living.items()}
     shas = git.git(repo, "rev-list", f"--glob={LIVE}*", f"--glob={ARCHIVE}*").split()
     info = population.commit_info(repo, shas)
-    docs = fitness.all_fitness(repo, cfg.notes.fitness)
+    docs = fitness_notes(repo, cfg.notes.fitness)
     notes = git.notes_json(repo, cfg.notes.mutation)
     live_shas = set(living.values())
     # an approved request moves a branch forward with a merge: the genome it held keeps the name (and life)

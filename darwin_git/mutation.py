@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -202,13 +201,21 @@ def record_failure(repo: Path, cfg: Config, parent: str, generation: int, slot: 
     })
 
 
+FAILURE = {"generation": (int,), "slot": (int,), "reason": (str,)}  # what readers of failures rely on
+
+
 def failures(repo: Path, cfg: Config) -> list[dict]:
-    """Every recorded failure, in two git calls."""
-    rows = []
-    for parent, text in git.notes_all(repo, cfg.notes.failures).items():
-        for line in text.splitlines():
-            if line.strip():
-                rows.append({**json.loads(line), "parent": parent})
+    """Every recorded failure, in two git calls; a line that is not one is a one-line error naming it."""
+    ref, rows = cfg.notes.failures, []
+    for parent, text in git.notes_all(repo, ref).items():
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            row, problem = git.json_object(line, FAILURE)
+            if problem:
+                raise git.corrupt_note(ref, parent, f"line {number} {problem}",
+                                       " (the failed proposals it records are forgotten)")
+            rows.append({**row, "parent": parent})
     return rows
 
 

@@ -8,11 +8,51 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from . import fitness, git, mutation, population
+from . import git, mutation, population, requests
 from .config import Config, resolved_operator
 from .errors import DarwinError
 from .population import ARCHIVE, LIVE
 from .selection import Genome, within_noise
+
+
+# ---- fitness notes, checked: a note a person broke stops the reader with its repair, never a traceback --
+
+NUMBER = (int, float)
+FITNESS = {"fitness": (*NUMBER, type(None)), "spread": NUMBER, "n": (int,), "status": (str,), "runs": (list,)}
+RUN = {"status": (str,), "test_bpb": (*NUMBER, type(None))}  # what fitness.summarize reads of each run
+REEVALUATED = " (the commit is then evaluated again)"
+
+
+def fitness_notes(repo: Path, ref: str) -> dict[str, dict]:
+    """{commit sha: fitness doc} for every evaluated commit (as fitness.all_fitness), each checked."""
+    return {sha: _fitness_doc(ref, sha, text) for sha, text in git.notes_all(repo, ref).items()}
+
+
+def fitness_note(repo: Path, ref: str, sha: str) -> dict | None:
+    """The checked fitness doc of one commit; None when it was never evaluated."""
+    text = git.note_read(repo, ref, sha)
+    return None if text is None else _fitness_doc(ref, sha, text)
+
+
+def _fitness_doc(ref: str, sha: str, text: str) -> dict:
+    """The note as fitness.summarize writes it, or a one-line error saying how to repair it."""
+    doc, problem = git.json_object(text, FITNESS)
+    problem = problem or next((f"has run {i} that is not an evaluation record (status, test_bpb)"
+                               for i, run in enumerate(doc["runs"])
+                               if not isinstance(run, dict) or git.shape(run, RUN)), "")
+    if problem:
+        raise git.corrupt_note(ref, sha, problem, REEVALUATED)
+    return doc
+
+
+def check_records(repo: Path, cfg: Config) -> None:
+    """Read every record a generation relies on, so a broken one stops it before anything trains: its
+    own readers meet some of them only after training (adding a run to a note it cannot read)."""
+    fitness_notes(repo, cfg.notes.fitness)
+    git.notes_json(repo, cfg.notes.mutation)
+    mutation.failures(repo, cfg)
+    population.generations(repo)
+    requests.load(repo)
 
 
 def _mfu(doc: dict) -> float | None:
@@ -25,7 +65,7 @@ def leaderboard(repo: Path, cfg: Config, include_archive: bool = False) -> dict:
     names = {name: (sha, False) for name, sha in population.living(repo).items()}
     if include_archive:
         names.update({name: (sha, True) for name, sha in population.archived(repo).items()})
-    docs = fitness.all_fitness(repo, cfg.notes.fitness)
+    docs = fitness_notes(repo, cfg.notes.fitness)
     info = population.commit_info(repo, sorted({sha for sha, _ in names.values()}))
     rows = []
     for name, (sha, archived) in names.items():
@@ -90,7 +130,7 @@ def describe(repo: Path, cfg: Config, name: str) -> dict:
     return {
         "name": display, "sha": sha, "title": ci.subject, "body": ci.body.split("\n\nDarwin-")[0].strip()
         if ci.trailers else ci.body, "trailers": ci.trailers, "diff": diff,
-        "fitness": git.note_json(repo, cfg.notes.fitness, sha),
+        "fitness": fitness_note(repo, cfg.notes.fitness, sha),
         "failures": [f for f in mutation.failures(repo, cfg) if f["parent"] == sha],
     }
 
@@ -99,7 +139,7 @@ def ancestry(repo: Path, cfg: Config, name: str) -> list[dict]:
     """First-parent ancestry, oldest first, with each step's fitness change."""
     _, sha = resolve_genome(repo, name)
     shas = git.git(repo, "rev-list", "--first-parent", "--reverse", sha).split()
-    docs = fitness.all_fitness(repo, cfg.notes.fitness)
+    docs = fitness_notes(repo, cfg.notes.fitness)
     info = population.commit_info(repo, shas)
     rows, previous = [], None
     for s in shas:
