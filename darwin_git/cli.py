@@ -77,7 +77,7 @@ def eval_cmd(rev, budget, seed, device, data, tokenizer, memory_mb, sandbox, not
     if data:
         overrides["data"] = str(Path(data).expanduser().resolve())
     settings = replace(settings, **overrides)
-    parse_budget(settings.budget)
+    config_mod.check_section("evaluation", settings, "darwin-git eval")
     ref = cfg.notes.fitness if cfg else config_mod.Notes().fitness
     if note:  # the run is added to the commit's note: one that cannot take it stops us before training
         from .report import fitness_note
@@ -108,9 +108,9 @@ repo_option = click.option("-C", "repo_dir", default=".", type=click.Path(file_o
 
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--population", type=click.IntRange(1, 1000), default=4, show_default=True,
+@click.option("--population", type=click.IntRange(max=1000), default=4, show_default=True,
               help="Genomes kept each generation.")
-@click.option("--offspring", type=click.IntRange(1, 1000), help="Children per generation (default: population).")
+@click.option("--offspring", type=click.IntRange(max=1000), help="Children per generation (default: population).")
 @click.option("--data", help="UTF-8 text file to train on (default: the Shakespeare corpus).")
 @click.option("--tokenizer", type=click.Choice(["char", "gpt2"]), default="char", show_default=True)
 @click.option("--budget", default="60s", show_default=True, help="Training budget: 60s, 300steps or 100000tokens.")
@@ -127,10 +127,11 @@ def init(directory, population, offspring, data, tokenizer, budget, device, seed
             raise DarwinError(f"corpus file {data!r} not found; pass --data with a UTF-8 text file")
         data = str(Path(data).resolve())
     cfg = config_mod.Config()
-    cfg.evolution = replace(cfg.evolution, population=population, offspring=offspring or population, seed=seed)
+    cfg.evolution = replace(cfg.evolution, population=population, seed=seed,
+                            offspring=population if offspring is None else offspring)
     cfg.evaluation = replace(cfg.evaluation, budget=budget, device=device, seed=seed,
                              data=data or "shakespeare", tokenizer=tokenizer)
-    names = init_repo(directory, cfg)
+    names = init_repo(directory, config_mod.check(cfg, "darwin-git init"))
     console.print(f"created evolution repo [bold]{directory}[/] with {len(names)} agents: "
                   + ", ".join(f"darwin/{n}" for n in names))
     console.print(f"next: cd {directory} && darwin-git evolve -g 3")
