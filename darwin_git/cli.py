@@ -19,6 +19,7 @@ from . import sandbox as sandbox_mod
 from .errors import DarwinError
 from .evaluator import EvalSettings, compute_mode, evaluate, parse_budget
 from .fitness import add_run
+from .fitness import of as fitness_of
 
 console = Console(highlight=False)
 
@@ -79,11 +80,14 @@ def eval_cmd(rev, budget, seed, device, data, tokenizer, memory_mb, sandbox, not
     if data:
         overrides["data"] = str(Path(data).expanduser().resolve())
     settings = replace(settings, **overrides)
-    parse_budget(settings.budget)
+    config_mod.check_section("evaluation", settings, "darwin-git eval")
+    ref = cfg.notes.fitness if cfg else config_mod.Notes().fitness
+    if note:  # the run is added to the commit's note: one that cannot take it stops us before training
+        fitness_of(repo, ref, git.resolve(repo, rev))
     with console.status(f"evaluating {rev} ({settings.budget} on {settings.device})"):
         record = evaluate(repo, rev, settings).to_dict()
     if note:
-        add_run(repo, record, (cfg.notes.fitness if cfg else config_mod.Notes().fitness))
+        add_run(repo, record, ref)
     if as_json:
         click.echo(json.dumps(record, indent=1, sort_keys=True))
     else:
@@ -105,9 +109,9 @@ repo_option = click.option("-C", "repo_dir", default=".", type=click.Path(file_o
 
 @main.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--population", type=click.IntRange(1, 1000), default=4, show_default=True,
+@click.option("--population", type=click.IntRange(max=1000), default=4, show_default=True,
               help="Genomes kept each generation.")
-@click.option("--offspring", type=click.IntRange(1, 1000), help="Children per generation (default: population).")
+@click.option("--offspring", type=click.IntRange(max=1000), help="Children per generation (default: population).")
 @click.option("--data", help="UTF-8 text file to train on (default: the Shakespeare corpus).")
 @click.option("--tokenizer", type=click.Choice(["char", "gpt2"]), default="char", show_default=True)
 @click.option("--budget", default="60s", show_default=True,
@@ -125,10 +129,11 @@ def init(directory, population, offspring, data, tokenizer, budget, device, seed
             raise DarwinError(f"corpus file {data!r} not found; pass --data with a UTF-8 text file")
         data = str(Path(data).resolve())
     cfg = config_mod.Config()
-    cfg.evolution = replace(cfg.evolution, population=population, offspring=offspring or population, seed=seed)
+    cfg.evolution = replace(cfg.evolution, population=population, seed=seed,
+                            offspring=population if offspring is None else offspring)
     cfg.evaluation = replace(cfg.evaluation, budget=budget, device=device, seed=seed,
                              data=data or "shakespeare", tokenizer=tokenizer)
-    names = init_repo(directory, cfg)
+    names = init_repo(directory, config_mod.check(cfg, "darwin-git init"))
     console.print(f"created evolution repo [bold]{directory}[/] with {len(names)} agents: "
                   + ", ".join(f"darwin/{n}" for n in names))
     console.print(f"sandbox: {sandbox_mod.describe()}")
@@ -171,9 +176,11 @@ def generation(kind, slots, address, repo_dir) -> None:
 def evolve(generations, kind, slots, address, repo_dir) -> None:
     """Run K generations after the baseline (evaluated first if missing)."""
     from .generation import Generation, last_finished
+    from .report import check_records
 
     repo, cfg = evolution_repo(repo_dir)
     with_executor(cfg, kind, slots, address)
+    check_records(repo, cfg)
     target = max(last_finished(repo), 0) + generations
     while last_finished(repo) < target:
         if cfg.evolution.pause_on_requests and paused(repo):
@@ -266,9 +273,11 @@ def show(genome, repo_dir) -> None:
         console.print(f"fitness (val bpb) {f['fitness']} (spread {f['spread']}, {f['n']} runs, status {f['status']}); "
                       f"test bpb {f['test']} ({f['test_n']} runs; never used by selection)")
         for run in f["runs"]:
-            console.print(f"  seed {run['seed']}: {run['status']} stage={run['stage']} val_bpb={run.get('val_bpb')} "
-                          f"test_bpb={run.get('test_bpb')} tokens={run.get('tokens')} "
-                          f"tokens/s={run['tokens_per_s'] and round(run['tokens_per_s'])} {escape(run['error'][:200])}")
+            speed = run.get("tokens_per_s")  # .get: a hand-written run holds only what scoring needs
+            speed = round(speed) if isinstance(speed, (int, float)) else None
+            console.print(f"  seed {run.get('seed')}: {run['status']} stage={run.get('stage')} "
+                          f"val_bpb={run.get('val_bpb')} test_bpb={run.get('test_bpb')} tokens={run.get('tokens')} "
+                          f"tokens/s={speed} {escape(str(run.get('error') or '')[:200])}")
     else:
         console.print("not evaluated yet")
     for fail in d["failures"]:
@@ -390,6 +399,7 @@ def review(rid, as_patch, repo_dir) -> None:
     if as_patch:
         click.echo(requests.format_patch(repo, doc), nl=False)
         return
+    lineage = ancestry(repo, cfg, doc["base"])[-8:]  # read before printing: a broken note is then the only line
     console.print(f"[bold]{doc['id']}[/] {escape('[' + doc['state'] + ']')} {doc['kind']}: "
                   f"[bold]{escape(doc['title'])}[/]")
     console.print(f"requested by {escape(doc['agent'])} ({doc['via']}) in generation {doc['generation']}, "
@@ -401,7 +411,7 @@ def review(rid, as_patch, repo_dir) -> None:
     if ev["cited"]:
         console.print(f"  cited: {escape(ev['cited'])}")
     console.print(f"[bold]fitness history of {ev['genome']}[/] (first-parent lineage, from the fitness notes):")
-    for row in ancestry(repo, cfg, doc["base"])[-8:]:
+    for row in lineage:
         bpb = "-" if row["fitness"] is None else f"{row['fitness']:.4f}"
         delta = "" if row["delta"] is None else f"{row['delta']:+.4f}"
         console.print(f"  g{row['generation']:<3} {row['sha'][:10]} {bpb:>8} {delta:>8}  {escape(row['title'])}")

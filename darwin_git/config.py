@@ -6,19 +6,38 @@ refuses hand edits on genome branches, so every genome of a run is scored alike.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .errors import DarwinError
-from .evaluator import EvalSettings
+from .evaluator import EvalSettings, parse_budget
 from .executors import KINDS, ExecutorSettings
 
 CONFIG = "darwin.toml"
 PRICES = {"gpt-4o-mini": [0.15, 0.6], "gpt-4o": [2.5, 10.0], "gpt-4.1": [2.0, 8.0], "gpt-4.1-mini": [0.4, 1.6],
           "gpt-4.1-nano": [0.1, 0.4]}
-CHOICES = {("evolution", "operator"): ("auto", "offline", "llm"), ("llm", "target"): ("self", "other", "mixed")}
-CHOICES[("executor", "kind")] = KINDS
+CHOICES = {("evolution", "operator"): ("auto", "offline", "llm"), ("llm", "target"): ("self", "other", "mixed"),
+           ("evaluation", "sandbox"): ("auto", "bwrap", "none"), ("evaluation", "tokenizer"): ("char", "gpt2"),
+           ("evaluation", "compute"): ("auto", "affinity", "none"),
+           ("executor", "kind"): KINDS}
+# (lowest, highest) of each number; a 0 allowed below a field's useful range is its documented "auto" or "off".
+RANGES = {
+    ("evolution", "population"): (1, None), ("evolution", "offspring"): (1, None),
+    ("evolution", "crossover_rate"): (0, 1), ("evolution", "reevaluations"): (0, None),
+    ("evolution", "tournament"): (1, None),
+    ("evaluation", "memory_mb"): (1, None), ("evaluation", "timeout_s"): (0, None),  # 0: 600 s for tokens
+    ("evaluation", "grace_s"): (0, None), ("evaluation", "score_context"): (1, None),  # grace 0: derived
+    ("evaluation", "score_tokens"): (1, None), ("evaluation", "peak_flops"): (0, None),  # 0: looked up
+    ("evaluation", "threads"): (1, None),
+    ("executor", "slots"): (0, None), ("executor", "per_device"): (1, None),  # slots 0: one per device
+    ("llm", "temperature"): (0, None), ("llm", "max_tokens"): (1, None), ("llm", "max_retries"): (0, None),
+    ("llm", "digest_every"): (0, None), ("llm", "max_requests"): (0, None),  # caps: 0 turns one off
+    ("llm", "max_tokens_total"): (0, None), ("llm", "max_cost_usd"): (0, None),
+}
+POSITIVE = {("evaluation", "smoke_timeout_s"), ("evaluation", "score_timeout_s"), ("llm", "timeout_s")}
+DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
 
 @dataclass
@@ -87,6 +106,13 @@ class Config:
         except tomllib.TOMLDecodeError as e:
             raise DarwinError(f"{where} is not valid TOML ({e}); fix it by hand") from None
         cfg = cls()
+        sections = [f.name for f in fields(cls)]
+        for name, values in raw.items():
+            if name not in sections:
+                raise DarwinError(f"{where}: unknown section [{name}]; remove it or check its spelling "
+                                  f"(the sections are {', '.join(sections)})")
+            if not isinstance(values, dict):
+                raise DarwinError(f"{where}: {name} must be a table ([{name}] and settings under it), got {values!r}")
         for f in fields(cls):
             section, values = getattr(cfg, f.name), raw.get(f.name, {})
             known = {g.name: g.type for g in fields(section)}
@@ -101,14 +127,50 @@ class Config:
                     raise DarwinError(f"{where}: [{f.name}] {key} must be true or false, got {value!r}")
                 if isinstance(default, str) and not isinstance(value, str):
                     raise DarwinError(f"{where}: [{f.name}] {key} must be a string, got {value!r}")
-                choices = CHOICES.get((f.name, key))
-                if choices and value not in choices:
-                    raise DarwinError(f"{where}: [{f.name}] {key} must be one of {', '.join(choices)}, got {value!r}")
                 if isinstance(default, (int, float)) and not isinstance(default, bool) \
-                        and not isinstance(value, (int, float)):
+                        and (not isinstance(value, (int, float)) or isinstance(value, bool)):
                     raise DarwinError(f"{where}: [{f.name}] {key} must be a number, got {value!r}")
+                if known[key] in ("int", int) and not isinstance(value, int):  # by annotation: 0 defaults floats too
+                    raise DarwinError(f"{where}: [{f.name}] {key} must be a whole number, got {value!r}")
                 setattr(section, key, type(default)(value) if isinstance(default, float) else value)
-        return cfg
+        return check(cfg, where)
+
+
+def check(cfg: Config, where: str = CONFIG) -> Config:
+    """`cfg` if every setting is one it can mean, else a one-line error naming the first that is not:
+    a typo ("bwarp") must stop a run, not quietly change what it measures."""
+    for f in fields(cfg):
+        check_section(f.name, getattr(cfg, f.name), where)
+    return cfg
+
+
+def check_section(name: str, section, where: str) -> None:
+    """The ranges and choices of one section's settings ([evaluation] is evaluator.EvalSettings)."""
+    for f in fields(section):
+        problem = _problem(name, f.name, getattr(section, f.name))
+        if problem:
+            raise DarwinError(f"{where}: [{name}] {f.name} {problem}")
+
+
+def _problem(section: str, key: str, value) -> str:
+    """Why `value` cannot be [section] key, or ""."""
+    choices = CHOICES.get((section, key))
+    if choices and value not in choices:
+        return f"must be one of {', '.join(choices)}, got {value!r}"
+    if (section, key) == ("evaluation", "device") and not DEVICE.fullmatch(str(value)):
+        return f"must be cpu, cuda or cuda:N (a GPU index), got {value!r}"
+    if (section, key) == ("evaluation", "budget"):
+        try:
+            parse_budget(value)
+        except DarwinError as e:
+            return f"must be a training budget such as 60s or 100000tokens ({e})"
+    low, high = RANGES.get((section, key), (None, None))
+    if (low is not None and value < low) or (high is not None and value > high):
+        return f"must be at least {low}, got {value!r}" if high is None else \
+            f"must be between {low} and {high}, got {value!r}"
+    if (section, key) in POSITIVE and value <= 0:
+        return f"must be more than 0 (seconds), got {value!r}"
+    return ""
 
 
 def resolved_operator(cfg: Config) -> str:

@@ -17,6 +17,10 @@ from pathlib import Path
 from . import git
 
 SPLIT = "val"
+NUMBER = (int, float)
+SHAPE = {"fitness": (*NUMBER, type(None)), "spread": NUMBER, "n": (int,), "status": (str,), "runs": (list,)}
+RUN = {"status": (str,)}  # and val_bpb / test_bpb, numbers or null, where present: what summarize reads
+DROPPED = " (the commit is then evaluated again)"
 
 
 def summarize(runs: list[dict]) -> dict:
@@ -35,16 +39,28 @@ def summarize(runs: list[dict]) -> dict:
     }
 
 
-def current(doc: dict) -> dict:
-    """A note as selection reads it today: an older note's summary is rebuilt from its runs."""
-    return doc if doc.get("split") == SPLIT else summarize(doc.get("runs", []))
+def current(ref: str, sha: str, text: str) -> dict:
+    """A note as selection reads it today (an older note's summary rebuilt from its runs), or a one-line
+    error naming the note and its repair when it is not what summarize writes."""
+    doc, problem = git.json_object(text, SHAPE)
+    problem = problem or next((f"has run {i} that is not an evaluation record (status, val_bpb, test_bpb)"
+                               for i, run in enumerate(doc["runs"]) if not _is_run(run)), "")
+    if problem:
+        raise git.corrupt_note(ref, sha, problem, DROPPED)
+    return doc if doc.get("split") == SPLIT else summarize(doc["runs"])
+
+
+def _is_run(run: object) -> bool:
+    return isinstance(run, dict) and not git.shape(run, RUN) and all(
+        isinstance(run.get(k), (*NUMBER, type(None))) and not isinstance(run.get(k), bool)
+        for k in ("val_bpb", "test_bpb"))
 
 
 def add_run(repo: Path, record: dict, ref: str) -> dict:
     """Append one evaluation to the commit's note (read-modify-write under the notes lock)."""
     with git.lock(repo, "notes.lock"):
         old = git.note_read(repo, ref, record["commit"])
-        runs = json.loads(old)["runs"] if old else []
+        runs = current(ref, record["commit"], old)["runs"] if old else []
         runs = [r for r in runs if r.get("seed") != record.get("seed")] + [record]
         doc = summarize(runs)
         git.note_write(repo, ref, record["commit"], json.dumps(doc, sort_keys=True, indent=1) + "\n")
@@ -53,10 +69,10 @@ def add_run(repo: Path, record: dict, ref: str) -> dict:
 
 def of(repo: Path, ref: str, sha: str) -> dict | None:
     """One commit's fitness doc, or None before it is evaluated."""
-    doc = git.note_json(repo, ref, sha)
-    return current(doc) if doc else None
+    text = git.note_read(repo, ref, sha)
+    return None if text is None else current(ref, sha, text)
 
 
 def all_fitness(repo: Path, ref: str) -> dict[str, dict]:
-    """{commit sha: fitness doc} for every evaluated commit, in two git processes."""
-    return {sha: current(doc) for sha, doc in git.notes_json(repo, ref).items()}
+    """{commit sha: fitness doc} for every evaluated commit, in two git processes, each checked."""
+    return {sha: current(ref, sha, text) for sha, text in git.notes_all(repo, ref).items()}

@@ -26,6 +26,7 @@ from .evaluator import remove_stale_runs
 from .executors import Executor, Job, executor_for
 from .operators import Operator, OperatorError, Proposal
 from .population import agent_of
+from .report import check_records
 from .selection import Genome
 
 
@@ -72,6 +73,7 @@ class Generation:
     def run(self) -> dict:
         """Run (or finish) the next generation; return its summary."""
         with git.lock(self.repo, "generation.lock", wait=False):
+            check_records(self.repo, self.cfg)  # a record a person broke stops us before anything trains
             remove_stale_runs(self.repo)
             t0 = time.time()
             gens = population.generations(self.repo)

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -24,17 +25,29 @@ class GitError(DarwinError):
     """A git command failed; the message carries git's own words."""
 
 
+# Hooks are scripts in .git/hooks (or core.hooksPath) that git runs on commit, checkout, merge and
+# every ref update. The harness never runs them: they are not its code, and the repo is shared with
+# untrusted genomes. People's own `git commit` still runs the repo's hooks (the pre-commit guard).
+HOOKS_OFF = ("-c", "core.hooksPath=/dev/null")
+
+
+def run(repo: Path | str, *args: str, input: str | bytes | None = None,
+        env: dict | None = None) -> subprocess.CompletedProcess:
+    """The one place a git process starts: `git -C repo args...` with hooks off, bytes in and out."""
+    return subprocess.run(
+        ["git", *HOOKS_OFF, "-C", str(repo), *args], capture_output=True,
+        input=input.encode() if isinstance(input, str) else input,
+        env={**os.environ, **env} if env else None,
+    )
+
+
 def git(repo: Path | str, *args: str, input: str | bytes | None = None, check: bool = True,
         env: dict | None = None) -> str:
     """Run `git -C repo args...` and return stdout (text). Raise GitError with stderr on failure."""
-    binary = isinstance(input, bytes)
-    proc = subprocess.run(
-        ["git", "-C", str(repo), *args], input=input, capture_output=True, text=not binary,
-        env={**os.environ, **env} if env else None,
-    )
-    out = proc.stdout.decode() if binary else proc.stdout
-    err = proc.stderr.decode() if binary else proc.stderr
+    proc = run(repo, *args, input=input, env=env)
+    out = proc.stdout.decode(errors="replace")
     if check and proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace")
         first = (err.strip() or out.strip() or f"exit {proc.returncode}").splitlines()[-1]
         raise GitError(f"git {args[0]} failed: {first}")
     return out
@@ -70,7 +83,7 @@ def tree_of(repo: Path, rev: str) -> str:
 
 
 def read_file(repo: Path, rev: str, path: str) -> str | None:
-    out = subprocess.run(["git", "-C", str(repo), "show", f"{rev}:{path}"], capture_output=True)
+    out = run(repo, "show", f"{rev}:{path}")
     return out.stdout.decode("utf-8", errors="replace") if out.returncode == 0 else None
 
 
@@ -119,8 +132,8 @@ def lock(repo: Path, name: str = "darwin.lock", wait: bool = True) -> Iterator[N
 
 
 def note_read(repo: Path, ref: str, obj: str) -> str | None:
-    out = subprocess.run(["git", "-C", str(repo), "notes", "--ref", ref, "show", obj], capture_output=True, text=True)
-    return out.stdout if out.returncode == 0 else None
+    out = run(repo, "notes", "--ref", ref, "show", obj)
+    return out.stdout.decode(errors="replace") if out.returncode == 0 else None
 
 
 def note_write(repo: Path, ref: str, obj: str, text: str) -> None:
@@ -129,8 +142,10 @@ def note_write(repo: Path, ref: str, obj: str, text: str) -> None:
 
 
 def note_json(repo: Path, ref: str, obj: str) -> dict | None:
+    """The JSON document noted on `obj`, None without a note; a note that is not a JSON object is a
+    one-line error (CorruptRecord) naming it and its repair."""
     text = note_read(repo, ref, obj)
-    return json.loads(text) if text else None
+    return None if text is None else _note_object(ref, obj, text)
 
 
 def note_append_jsonl(repo: Path, ref: str, obj: str, record: dict) -> None:
@@ -153,29 +168,83 @@ def notes_all(repo: Path, ref: str) -> dict[str, str]:
 
 
 def notes_json(repo: Path, ref: str) -> dict[str, dict]:
-    """Every JSON note under `ref` as {object sha: document}; a hand-edited non-JSON note is skipped."""
-    docs = {}
-    for sha, text in notes_all(repo, ref).items():
-        try:
-            docs[sha] = json.loads(text)
-        except ValueError:
-            continue  # not ours to interpret
-    return docs
+    """Every JSON note under `ref` as {object sha: document}. A note that is not a JSON object stops the
+    reader with a one-line error: skipping it would make a scored commit look unscored, and break the
+    next write to it."""
+    return {sha: _note_object(ref, sha, text) for sha, text in notes_all(repo, ref).items()}
+
+
+# ---- records that are not what darwin-git wrote (hand edits, a disk that lied) -----------------------
+
+class CorruptRecord(DarwinError):
+    """A note or log entry that does not parse; the message names it and how to repair it."""
+
+
+def json_object(text: str, fields: dict[str, tuple[type, ...]] | None = None) -> tuple[dict | None, str]:
+    """(document, "") when `text` is a JSON object holding `fields` ({key: accepted types}), else
+    (None, what is wrong with it), worded to follow the record's name."""
+    try:
+        doc = json.loads(text)
+    except ValueError as e:
+        return None, f"is not JSON ({e})"
+    if not isinstance(doc, dict):
+        return None, f"is a JSON {type(doc).__name__}, not an object"
+    return (None, problem) if (problem := shape(doc, fields or {})) else (doc, "")
+
+
+def shape(doc: dict, fields: dict[str, tuple[type, ...]]) -> str:
+    """What `doc` lacks of `fields` ({key: accepted types}; a bool is no number), or ""."""
+    for key, kinds in fields.items():
+        if key not in doc:
+            return f"has no {key!r}"
+        if not isinstance(doc[key], kinds) or (isinstance(doc[key], bool) and bool not in kinds):
+            return f"has {key!r} = {json.dumps(doc[key])[:40]}, not {' or '.join(k.__name__ for k in kinds)}"
+    return ""
+
+
+def corrupt_note(ref: str, obj: str, problem: str, dropped: str = "") -> CorruptRecord:
+    """The error for a bad note: what is wrong, then the two repairs (`dropped` says what dropping means)."""
+    return CorruptRecord(f"the {ref} note on {obj} {problem}; drop it with `git notes --ref {ref} remove {obj}`"
+                         f"{dropped} or fix it with `git notes --ref {ref} edit {obj}`")
+
+
+def _note_object(ref: str, obj: str, text: str) -> dict:
+    doc, problem = json_object(text)
+    if problem:
+        raise corrupt_note(ref, obj, problem)
+    return doc
+
+
+def corrupt_log(repo: Path, ref: str, path: str, problem: str) -> CorruptRecord:
+    """The error for a bad log file: it, the commit that wrote it, and how to step the log back before it."""
+    tip = git(repo, "rev-parse", "--verify", "--quiet", ref, check=False).strip()
+    out = git(repo, "log", "-1", "--format=%H %P", ref, "--", path, check=False).split()
+    writer, parent = (out + ["", ""])[:2]
+    rewind = f"git update-ref {ref} {parent} {tip}" if parent else f"git update-ref -d {ref} {tip}"
+    return CorruptRecord(f"{ref}:{path} {problem}" + (f" (written by {writer[:10]})" if writer else "")
+                         + f"; step the log back to before it with `{rewind}` (the later entries of the log "
+                         "are dropped and redone or refiled; the reflog keeps them)")
+
+
+def blob_bytes(repo: Path, blobs: list[str]) -> list[bytes]:
+    """The content of many blobs, in order, from one `git cat-file --batch` process."""
+    if not blobs:
+        return []
+    proc = run(repo, "cat-file", "--batch", input="".join(f"{blob}\n" for blob in blobs))
+    if proc.returncode != 0:
+        raise GitError(f"git cat-file failed: {proc.stderr.decode(errors='replace').strip()}")
+    data, pos, out = proc.stdout, 0, []
+    for _ in blobs:
+        header_end = data.index(b"\n", pos)
+        size = int(data[pos:header_end].split()[2])
+        out.append(data[header_end + 1: header_end + 1 + size])
+        pos = header_end + 1 + size + 1
+    return out
 
 
 def read_blobs(repo: Path, blobs: list[str]) -> list[str]:
     """The text of many blobs, in order, from one `git cat-file --batch` process."""
-    if not blobs:
-        return []
-    proc = subprocess.run(["git", "-C", str(repo), "cat-file", "--batch"],
-                          input="".join(f"{blob}\n" for blob in blobs).encode(), capture_output=True, check=True)
-    data, pos, texts = proc.stdout, 0, []
-    for _ in blobs:
-        header_end = data.index(b"\n", pos)
-        size = int(data[pos:header_end].split()[2])
-        texts.append(data[header_end + 1: header_end + 1 + size].decode("utf-8", errors="replace"))
-        pos = header_end + 1 + size + 1
-    return texts
+    return [data.decode("utf-8", errors="replace") for data in blob_bytes(repo, blobs)]
 
 
 # ---- logs: a commit chain whose tree holds small text files (JSON documents) ----------------------
@@ -187,6 +256,19 @@ def read_log(repo: Path, ref: str) -> dict[str, str]:
     entries = [line.split("\t", 1) for line in git(repo, "ls-tree", "-r", "-z", ref).split("\0")[:-1]]
     texts = read_blobs(repo, [meta.split()[2] for meta, _ in entries])  # meta: "<mode> blob <sha>"
     return {path: text for (_, path), text in zip(entries, texts)}
+
+
+def read_log_json(repo: Path, ref: str) -> dict[str, dict]:
+    """{path: document} of every .json file at the tip of `ref`; one that is not a JSON object is a
+    one-line error naming it and the commit that wrote it."""
+    docs = {}
+    for path, text in read_log(repo, ref).items():
+        if path.endswith(".json"):
+            doc, problem = json_object(text)
+            if problem:
+                raise corrupt_log(repo, ref, path, problem)
+            docs[path] = doc
+    return docs
 
 
 def log_commit(repo: Path, ref: str, files: dict[str, str], message: str) -> tuple[str, str]:
@@ -211,6 +293,28 @@ def commit_tree(repo: Path, tree: str, parents: list[str], message: str) -> str:
     for p in parents:
         args += ["-p", p]
     return git(repo, *args, "-F", "-", input=message).strip()
+
+
+@dataclass(frozen=True)
+class TreeChange:
+    """One path that differs between two trees, as `git diff-tree --raw` reports it."""
+
+    path: str
+    old_mode: str  # "000000" when added
+    new_mode: str  # "000000" when deleted; 100644 file, 100755 executable, 120000 symlink, 160000 gitlink
+    new_blob: str
+    status: str  # A added, D deleted, M modified, T type changed
+
+
+def tree_changes(repo: Path, old: str, new: str) -> list[TreeChange]:
+    """Every path whose entry differs between trees `old` and `new`, with modes: what git wrote, not
+    what a patch's text claims (no rename detection: a rename is a delete and an add)."""
+    fields = git(repo, "diff-tree", "-r", "-z", "--raw", "--no-renames", old, new).split("\0")
+    changes = []
+    for meta, path in zip(fields[0:-1:2], fields[1::2]):  # ":<old mode> <new mode> <old> <new> <status>", path
+        old_mode, new_mode, _, blob, status = meta.lstrip(":").split()
+        changes.append(TreeChange(path, old_mode, new_mode, blob, status[0]))
+    return changes
 
 
 def apply_to_tree(repo: Path, base: str, patch: str) -> str:
@@ -240,13 +344,13 @@ def apply_to_tree(repo: Path, base: str, patch: str) -> str:
 
 def merge_trees(repo: Path, a: str, b: str) -> tuple[str | None, str]:
     """Merge commits a and b without a worktree: (tree, "") when clean, (None, conflict text) otherwise."""
-    proc = subprocess.run(["git", "-C", str(repo), "merge-tree", "--write-tree", "--name-only", a, b],
-                          capture_output=True, text=True)
+    proc = run(repo, "merge-tree", "--write-tree", "--name-only", a, b)
+    out = proc.stdout.decode(errors="replace")
     if proc.returncode == 0:
-        return proc.stdout.split("\n", 1)[0].strip(), ""
+        return out.split("\n", 1)[0].strip(), ""
     if proc.returncode == 1:
-        return None, proc.stdout.split("\n", 1)[1].strip() if "\n" in proc.stdout else proc.stdout
-    raise GitError(f"git merge-tree failed: {proc.stderr.strip()}")
+        return None, out.split("\n", 1)[1].strip() if "\n" in out else out
+    raise GitError(f"git merge-tree failed: {proc.stderr.decode(errors='replace').strip()}")
 
 
 # ---- worktrees ---------------------------------------------------------------------------------------
@@ -275,8 +379,7 @@ BUNDLE_REF = "refs/darwin/bundle"
 def bundle(repo: Path, sha: str) -> bytes:
     """A v2 bundle of `sha` and its history. Hand-built because `git bundle create` refuses a bare sha
     without a ref, and the driver alone writes refs."""
-    pack = subprocess.run(["git", "-C", str(repo), "pack-objects", "--stdout", "--revs", "-q"],
-                          input=f"{sha}\n".encode(), capture_output=True)
+    pack = run(repo, "pack-objects", "--stdout", "--revs", "-q", input=f"{sha}\n")
     if pack.returncode != 0:
         raise GitError(f"git pack-objects failed: {pack.stderr.decode(errors='replace').strip()}")
     return f"# v2 git bundle\n{sha} {BUNDLE_REF}\n\n".encode() + pack.stdout

@@ -2,7 +2,9 @@
 
 A proposal is untrusted text. It must parse as a unified diff (unidiff), touch only the
 genome's editable surface, apply with `git apply --recount` (3-way as fallback), change the
-tree, and apply in full (diff-tree counts must match the patch). Then the child is a commit
+tree, and apply in full (diff-tree counts must match the patch). The surface is checked twice:
+on the patch text for a readable early reason, then on the tree git wrote (`check_tree`), which
+is what counts, for mutations, crossovers and requests alike. Then the child is a commit
 with the reasoning as body and Darwin-* trailers, plus a JSON note under the mutation ref.
 Crossover is a `git merge-tree` of two parents, committed with both as parents.
 """
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -83,6 +84,10 @@ def validate(patch: str) -> PatchSet:
     if not patch.strip():
         raise Rejected("empty patch")
     try:
+        patch.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate, e.g. from "\ud800" in an LLM's JSON reply
+        raise Rejected(f"patch is not UTF-8 text: {e.reason} at character {e.start}") from None
+    try:
         patchset = PatchSet(patch)
     except UnidiffParseError as e:
         raise Rejected(f"malformed patch: {e}") from None
@@ -105,9 +110,11 @@ def apply(repo: Path, parent: str, patch: str) -> str:
         tree = git.apply_to_tree(repo, parent, patch)
     except git.GitError as e:
         raise Rejected(f"patch does not apply: {e}") from None
-    if tree == git.tree_of(repo, parent):
+    base = git.tree_of(repo, parent)
+    check_tree(repo, base, tree)
+    if tree == base:
         raise Rejected("no-op patch: the tree is unchanged")
-    numstat = git.git(repo, "diff-tree", "-r", "--numstat", git.tree_of(repo, parent), tree)
+    numstat = git.git(repo, "diff-tree", "-r", "--numstat", base, tree)
     applied = {}
     for line in numstat.splitlines():
         added, removed, path = line.split("\t", 2)
@@ -118,12 +125,46 @@ def apply(repo: Path, parent: str, patch: str) -> str:
         if got is None or (got != want and sum(got) < sum(want)):
             raise Rejected(f"patch applied only in part to {path}: expected +{want[0]}/-{want[1]}, got {got}")
         if path.endswith(".py") and not f.is_removed_file:
-            source = git.git(repo, "cat-file", "blob", f"{tree}:{path}")
+            source = git.read_file(repo, tree, path)
+            if source is None:  # its git headers renamed or deleted what its hunks claim to edit
+                raise Rejected(f"patch edits {path} but leaves no {path} behind")
             try:
                 ast.parse(source)
             except SyntaxError as e:
                 raise Rejected(f"patched {path} is not valid Python: {e.msg} at line {e.lineno}") from None
     return tree
+
+
+MODES = {"100755": "an executable file", "120000": "a symlink", "160000": "a submodule (gitlink)"}
+
+
+def check_tree(repo: Path, base: str, tree: str) -> None:
+    """Rejected unless `tree`, made from untrusted text, differs from `base` only in genome files that are
+    plain UTF-8 text: the one check for every tree a mutation, crossover or request commits.
+
+    Judged on the trees git wrote, never on a patch's text: `git apply` obeys rename, copy and mode
+    headers that unidiff does not report, and a merge brings whatever the other side holds.
+    """
+    changes = git.tree_changes(repo, base, tree)
+    for c in changes:
+        if owned(c.path):
+            raise Rejected(f"the change touches {c.path!r}, which the evaluator owns")
+        if c.status != "D" and c.new_mode != "100644":
+            raise Rejected(f"the change makes {c.path!r} {MODES.get(c.new_mode, f'mode {c.new_mode}')}; "
+                           "genome files are regular, non-executable files (mode 100644)")
+    written = [c for c in changes if c.status != "D"]
+    for c, data in zip(written, git.blob_bytes(repo, [c.new_blob for c in written])):
+        if b"\0" in data or not _utf8(data):
+            raise Rejected(f"the change makes {c.path!r} binary (a NUL byte or invalid UTF-8); "
+                           "genome files are UTF-8 text")
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def message(title: str, reasoning: str, trailers: dict[str, str]) -> str:
@@ -160,13 +201,21 @@ def record_failure(repo: Path, cfg: Config, parent: str, generation: int, slot: 
     })
 
 
+FAILURE = {"generation": (int,), "slot": (int,), "reason": (str,)}  # what readers of failures rely on
+
+
 def failures(repo: Path, cfg: Config) -> list[dict]:
-    """Every recorded failure, in two git calls."""
-    rows = []
-    for parent, text in git.notes_all(repo, cfg.notes.failures).items():
-        for line in text.splitlines():
-            if line.strip():
-                rows.append({**json.loads(line), "parent": parent})
+    """Every recorded failure, in two git calls; a line that is not one is a one-line error naming it."""
+    ref, rows = cfg.notes.failures, []
+    for parent, text in git.notes_all(repo, ref).items():
+        for number, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            row, problem = git.json_object(line, FAILURE)
+            if problem:
+                raise git.corrupt_note(ref, parent, f"line {number} {problem}",
+                                       " (the failed proposals it records are forgotten)")
+            rows.append({**row, "parent": parent})
     return rows
 
 
@@ -178,4 +227,5 @@ def merge(repo: Path, a: str, b: str) -> str:
         raise Rejected(f"crossover conflict in: {files}")
     if tree in (git.tree_of(repo, a), git.tree_of(repo, b)):
         raise Rejected("crossover adds nothing: one parent already contains the other")
+    check_tree(repo, git.tree_of(repo, a), tree)
     return tree

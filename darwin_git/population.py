@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -140,15 +141,20 @@ def children_counts(repo: Path) -> dict[str, int]:
 
 # ---- the generations log ------------------------------------------------------------------------
 
+LOG_FILE = re.compile(r"g(\d+)/(\w+)\.json")  # g0003/plan.json
+
+
 def generations(repo: Path) -> dict[int, dict]:
     """{generation: {"plan": ..., "summary": ...}} read from the tip of refs/darwin/generations.
 
     Three git processes whatever the number of generations: rev-parse, ls-tree, one cat-file --batch.
+    A file that is not a JSON object is a one-line error naming it (git.read_log_json).
     """
     result: dict[int, dict] = {}
-    for path, text in git.read_log(repo, GENERATIONS).items():
-        folder, name = path.split("/", 1)
-        result.setdefault(int(folder[1:]), {})[name.removesuffix(".json")] = json.loads(text)
+    for path, doc in git.read_log_json(repo, GENERATIONS).items():
+        m = LOG_FILE.fullmatch(path)
+        if m:  # anything else in the log's tree was not written by darwin-git
+            result.setdefault(int(m[1]), {})[m[2]] = doc
     return result
 
 

@@ -8,11 +8,21 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from . import fitness, git, mutation, population
+from . import fitness, git, mutation, population, requests
 from .config import Config, resolved_operator
 from .errors import DarwinError
 from .population import ARCHIVE, LIVE
 from .selection import Genome, within_noise
+
+
+def check_records(repo: Path, cfg: Config) -> None:
+    """Read every record a generation relies on, so a broken one stops it before anything trains: its
+    own readers meet some of them only after training (adding a run to a note it cannot read)."""
+    fitness.all_fitness(repo, cfg.notes.fitness)
+    git.notes_json(repo, cfg.notes.mutation)
+    mutation.failures(repo, cfg)
+    population.generations(repo)
+    requests.load(repo)
 
 
 def _mfu(doc: dict) -> float | None:

@@ -47,10 +47,35 @@ def _one_line(text: str) -> str:
 
 # ---- reading ------------------------------------------------------------------------------------------
 
+# What every request document holds (as `file` writes it): each reader relies on these.
+FIELDS = {"id": (str,), "kind": (str,), "title": (str,), "rationale": (str,), "agent": (str,), "via": (str,),
+          "genome": (str,), "base": (str,), "commit": (str,), "to": (list,), "evidence": (dict,),
+          "generation": (int,), "state": (str,), "reviewer": (str,), "reason": (str,), "events": (list,)}
+EVIDENCE = {key: (str,) for key in ("genome", "sha", "status", "cited")} | {
+    "fitness": (int, float, type(None)), "spread": (int, float), "runs": (int,)}
+EVENT = {"action": (str,), "by": (str,), "time": (str,)}
+
+
 def load(repo: Path) -> list[dict]:
-    """Every request, oldest first (three git processes whatever their number)."""
-    docs = [json.loads(text) for path, text in git.read_log(repo, LOG).items() if path.endswith(".json")]
-    return sorted(docs, key=lambda d: _number(d["id"]))
+    """Every request, oldest first (three git processes whatever their number); a document that is not
+    what `file` wrote is a one-line error naming it and its repair."""
+    docs = git.read_log_json(repo, LOG)
+    for path, doc in docs.items():
+        if problem := _problem(doc, path):
+            raise git.corrupt_log(repo, LOG, path, problem)
+    return sorted(docs.values(), key=lambda d: _number(d["id"]))
+
+
+def _problem(doc: dict, path: str) -> str:
+    """What is wrong with a request document read from `path`, or ""."""
+    if problem := git.shape(doc, FIELDS):
+        return problem
+    if f"{doc['id']}.json" != path:
+        return f"holds request {doc['id']!r}, not {path.removesuffix('.json')!r}"
+    if problem := git.shape(doc["evidence"], EVIDENCE):
+        return f"evidence {problem}"
+    bad = next((i for i, e in enumerate(doc["events"]) if not isinstance(e, dict) or git.shape(e, EVENT)), None)
+    return "" if bad is None else f"event {bad} is not an event record (action, by, time)"
 
 
 def open_requests(repo: Path) -> list[dict]:
@@ -259,9 +284,12 @@ def _targets(repo: Path, names: tuple[str, ...]) -> dict[str, str]:
 def _merge(repo: Path, doc: dict, branch: str, tip: str, generation: int, by: str, reason: str) -> str:
     """A merge commit of `tip` and the change. On a genome that moved on from the request's base the
     change is first applied to the tip (a commit whose parent is the tip), so the merge brings exactly
-    the change, never the requester's other history. Rejected when it does not apply."""
+    the change, never the requester's other history. Rejected when it does not apply, or when what it
+    would commit is not genome text (checked here too: the log that names the commit is plain git)."""
     side = doc["commit"]
-    if tip != doc["base"]:
+    if tip == doc["base"]:
+        mutation.check_tree(repo, git.tree_of(repo, tip), git.tree_of(repo, side))
+    else:
         tree = mutation.apply(repo, tip, git.git(repo, "diff-tree", "-p", "--full-index", doc["base"], doc["commit"]))
         side = git.commit_tree(repo, tree, [tip], mutation.message(
             f"{doc['title']} (request {doc['id']} on darwin/{branch})", doc["rationale"],

@@ -94,6 +94,98 @@ def test_patches_touching_evaluator_owned_files_are_rejected(template):
         mutation.apply(repo, root, escape)
 
 
+# ---- the result is checked, not the patch text: git headers unidiff does not report ------------------
+
+def hunks(patch: str) -> str:
+    """The hunks of a one-file diff, without its file headers."""
+    return patch[patch.index("\n@@") + 1:]
+
+
+def decoy(train: str) -> str:
+    """An honest-looking edit of train.py, the part of an attack unidiff reports."""
+    return diff("train.py", train, edit(train, "learning_rate = 2e-3\n", "learning_rate = 3e-3\n"))
+
+
+def attacks(repo, root: str, train: str, tmp_path) -> dict[str, tuple[str, str]]:
+    """{name: (patch, words of the reason it is refused)}: each, applied by `git apply`, would commit a
+    tree holding what a genome may not (the rename and copy ones pass every check on the patch text)."""
+    settings = git(repo, "show", f"{root}:darwin.toml")
+    longer = hunks(diff("darwin.toml", settings, settings.replace('"20800tokens"', '"2000000tokens"')))
+    binary = tmp_path / "binary"  # a GIT binary patch, as `git diff --binary` writes one
+    binary.mkdir()
+    git(binary, "init", "-q")
+    (binary / "weights.py").write_bytes(b"\xff\xfe not utf-8 \x00\x01")
+    git(binary, "add", "weights.py")
+    return {
+        "rename onto darwin.toml": ("diff --git a/train.py b/darwin.toml\nsimilarity index 90%\n"
+                                    "rename from train.py\nrename to darwin.toml\n", "darwin.toml"),
+        "rename headers under a train.py header": (
+            decoy(train) + "diff --git a/train.py b/train.py\nrename from darwin.toml\nrename to darwin.toml\n"
+            + longer, "the change touches 'darwin.toml', which the evaluator owns"),
+        "copy to hooks/pre-commit": (
+            decoy(train) + "diff --git a/train.py b/train.py\ncopy from train.py\ncopy to hooks/pre-commit\n",
+            "the change touches 'hooks/pre-commit', which the evaluator owns"),
+        "copy to .gitattributes": (
+            decoy(train) + "diff --git a/train.py b/train.py\ncopy from model.py\ncopy to .gitattributes\n",
+            "the change touches '.gitattributes', which the evaluator owns"),
+        "symlink to the cache": (
+            "diff --git a/cache b/cache\nnew file mode 120000\n--- /dev/null\n+++ b/cache\n@@ -0,0 +1 @@\n"
+            "+/home/user/.cache/darwin-git\n\\ No newline at end of file\n", "makes 'cache' a symlink"),
+        "executable bit": ("diff --git a/train.py b/train.py\nold mode 100644\nnew mode 100755\n",
+                           "makes 'train.py' an executable file"),
+        "new executable": (
+            "diff --git a/run.py b/run.py\nnew file mode 100755\n--- /dev/null\n+++ b/run.py\n@@ -0,0 +1 @@\n"
+            "+print('hi')\n", "makes 'run.py' an executable file"),
+        "gitlink": (
+            f"diff --git a/vendor b/vendor\nnew file mode 160000\nindex 0000000..{root[:7]}\n--- /dev/null\n"
+            f"+++ b/vendor\n@@ -0,0 +1 @@\n+Subproject commit {root}\n", "makes 'vendor' a submodule"),
+        "NUL byte in a text hunk": (
+            "diff --git a/data.py b/data.py\nnew file mode 100644\n--- /dev/null\n+++ b/data.py\n@@ -0,0 +1 @@\n"
+            "+x = 'a\0b'\n", "makes 'data.py' binary"),
+        "binary patch": (git(binary, "diff", "--cached", "--binary"), "makes 'weights.py' binary"),
+    }
+
+
+def test_what_a_patch_would_commit_is_checked_on_the_tree_git_writes(template, tmp_path):
+    repo, root, train = template
+    refs = git(repo, "for-each-ref")
+    for name, (patch, words) in attacks(repo, root, train, tmp_path).items():
+        with pytest.raises(mutation.Rejected) as e:
+            mutation.apply(repo, root, patch)
+        assert words in str(e.value), (name, str(e.value))
+    assert git(repo, "for-each-ref") == refs
+    tree = mutation.apply(repo, root, decoy(train))  # the honest part alone still applies
+    assert "learning_rate = 3e-3\n" in git(repo, "cat-file", "blob", f"{tree}:train.py")
+    with pytest.raises(mutation.Rejected, match="not UTF-8 text"):
+        mutation.apply(repo, root, decoy(train).replace("3e-3", "3e-3  # \ud800"))
+
+
+def test_an_attack_from_an_operator_is_a_recorded_failure_and_no_commit(tmp_path, corpus_file):
+    from darwin_git.generation import Generation
+    from darwin_git.operators import Proposal
+
+    from .conftest import quiet
+
+    repo = tmp_path / "evo"
+    cfg = evo_config(corpus_file, population=1, offspring=1)
+    init_repo(repo, cfg)
+    root = git(repo, "rev-parse", "darwin/ada").strip()
+    patch = attacks(repo, root, git(repo, "show", f"{root}:train.py"), tmp_path)["copy to hooks/pre-commit"][0]
+
+    class Attacker:
+        name = "attacker"
+
+        def propose(self, files, memory, inspiration, rng, check=None):
+            return Proposal("Tune the learning rate", "Looks like a learning-rate change.", patch, "attacker")
+
+    generation = Generation(repo, cfg, quiet(), operator=Attacker())
+    plan = generation._plan(1)
+    assert generation._breed(1, plan) == {}
+    assert darwin_refs(repo, "refs/heads/darwin/") == {"ada": root}
+    [failure] = mutation.failures(repo, cfg)
+    assert "hooks/pre-commit" in failure["reason"] and failure["patch"] == patch
+
+
 def test_noop_and_invalid_python_are_rejected(template):
     repo, root, train = template
     change = diff("train.py", train, edit(train, "learning_rate = 2e-3\n", "learning_rate = 3e-3\n"))
@@ -169,3 +261,16 @@ def test_conflicting_crossover_is_rejected(branches):
     with pytest.raises(mutation.Rejected, match="conflict") as e:
         mutation.merge(repo, shas["ada"], shas["cy"])
     assert "train.py" in str(e.value)
+
+
+def test_crossover_is_checked_on_the_merged_tree(branches):
+    repo, _, shas = branches
+    git(repo, "checkout", "-q", "-B", "darwin/dee", shas["bo"])  # a person's branch, made with plain git
+    (repo / "tool.py").write_text("print('tool')\n")
+    (repo / "tool.py").chmod(0o755)
+    git(repo, "add", "tool.py")
+    git(repo, "commit", "-qm", "A script")
+    dee = git(repo, "rev-parse", "HEAD").strip()
+    git(repo, "checkout", "-q", "main")
+    with pytest.raises(mutation.Rejected, match="makes 'tool.py' an executable file"):
+        mutation.merge(repo, shas["ada"], dee)

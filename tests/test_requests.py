@@ -8,18 +8,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
 from dataclasses import replace
 
 import pytest
 
-from darwin_git import config, mutation, population
+from darwin_git import config, mutation, population, requests
+from darwin_git import git as plumbing
 from darwin_git.generation import Generation
+from darwin_git.operators import RequestDraft
 from darwin_git.operators.offline import OfflineMutator, unified_diff
 
 from .conftest import assert_one_line_error, cli, evo_config, git, quiet
 from .openai_stub import Endpoint
 from .test_llm import HALVE_WARMUP, RAISE_LR, llm_config, operator
 from .test_memory import History
+from .test_mutation import attacks
 
 
 @pytest.fixture
@@ -241,3 +246,48 @@ def test_evolve_pauses_while_requests_are_open(story, tmp_path):
     assert "refs/darwin/generations" not in every_ref(repo)  # nothing ran: no baseline, no plan
     assert config.Config.from_toml(cfg.to_toml()).evolution.pause_on_requests is True
     assert evo_config(tmp_path).evolution.pause_on_requests is False  # off by default: nobody waits
+
+
+def commit_on(repo, base: str, files: dict[str, tuple[str, str]], message: str) -> str:
+    """A commit on `base` adding or replacing {path: (mode, content)}, made with plain git plumbing."""
+    index = {**os.environ, "GIT_INDEX_FILE": str(repo / ".git" / "test-index")}
+    subprocess.run(["git", "-C", str(repo), "read-tree", base], env=index, check=True)
+    for path, (mode, content) in files.items():
+        blob = subprocess.run(["git", "-C", str(repo), "hash-object", "-w", "--stdin"], input=content, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        subprocess.run(["git", "-C", str(repo), "update-index", "--add", "--cacheinfo", f"{mode},{blob},{path}"],
+                       env=index, check=True)
+    tree = subprocess.run(["git", "-C", str(repo), "write-tree"], env=index, check=True, capture_output=True,
+                          text=True).stdout.strip()
+    return git(repo, "commit-tree", tree, "-p", base, "-m", message).strip()
+
+
+def test_what_a_request_would_commit_is_checked_when_filed_and_when_approved(story, tmp_path):
+    repo, cfg, root = story.repo, story.cfg, story.root
+    cheats = attacks(repo, root, git(repo, "show", f"{root}:train.py"), tmp_path)
+    refs = every_ref(repo)
+    for name in ("rename headers under a train.py header", "copy to hooks/pre-commit", "symlink to the cache"):
+        patch, words = cheats[name]
+        (tmp_path / "cheat.patch").write_text(patch)
+        assert_one_line_error(cli("propose", "--from", tmp_path / "cheat.patch", "--title", "t", "--to", "ada",
+                                  "-C", repo), words)
+    git(repo, "branch", "linked", commit_on(repo, root, {"cache": ("120000", "/home/user/.cache")}, "a symlink"))
+    assert_one_line_error(cli("propose", "--from", "linked", "--title", "t", "--to", "ada", "-C", repo),
+                          "makes 'cache' a symlink")
+    assert {line for line in every_ref(repo).splitlines()} - {line for line in refs.splitlines()} \
+        == {f"refs/heads/linked {git(repo, 'rev-parse', 'linked').strip()}"}
+
+    draft = RequestDraft("script", "Tune it", "An agent's idea.", patch=cheats["copy to hooks/pre-commit"][0])
+    doc = requests.file(repo, cfg, draft, agent="ada", via="llm", genome="ada", base=root, generation=1)
+    assert doc["commit"] == "" and "hooks/pre-commit" in doc["rationale"]  # still heard, without the edits
+
+    # a log entry edited by hand to point at a commit that changes darwin.toml is not merged either
+    settings = git(repo, "show", f"{root}:darwin.toml")
+    evil = commit_on(repo, root, {"darwin.toml": ("100644", settings.replace('"20steps"', '"2000steps"'))}, "x")
+    doc.update(commit=evil)
+    commit, old = plumbing.log_commit(repo, requests.LOG, {"r1.json": json.dumps(doc)}, "hand edit")
+    git(repo, "update-ref", requests.LOG, commit, old)
+    before = population.living(repo)
+    assert_one_line_error(cli("approve", "r1", "-C", repo),
+                          "conflicts with darwin/ada: the change touches 'darwin.toml', which the evaluator owns")
+    assert population.living(repo) == before and requests_json(repo)[0]["state"] == "open"
