@@ -50,8 +50,10 @@ CHECK = ("import pathlib\n"
          "    compile(p.read_text(), str(p), 'exec')\n"
          "import model\n"
          "assert callable(getattr(model, 'load', None)), 'model.py must define load(path)'\n")
-# A stage's exit when a signal from outside the harness ended it: raw (-N), or via bubblewrap (128 + N).
-KILLED = {code for sig in (signal.SIGKILL, signal.SIGTERM) for code in (-sig, 128 + sig)}
+# The harness's own child ended by a signal: killed from outside (kill -9, a lost node), not the genome's
+# verdict. Under bubblewrap that child is outside the genome's PID namespace, where genome code cannot reach
+# it; a genome that kills itself shows as bubblewrap's exit code 128 + N instead, and is recorded as a crash.
+KILLED = {-signal.SIGKILL, -signal.SIGTERM}
 _PEAK_LOCK = threading.Lock()  # parallel slots measure the CPU once, not once each
 
 
@@ -363,7 +365,7 @@ def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path
     if not _regular_file(ckpt):
         record.status, record.error = "invalid-output", "train.py wrote no ckpt.pt (a regular file) to DARWIN_OUT"
         return
-    record.params = checkpoint_params(ckpt)
+    record.params = checkpoint_params(ckpt) if os.lstat(ckpt).st_size <= memory // 2 else None
     record.tokens_per_s = round(record.tokens / max(record.wall_s, 1e-9), 1)
     if record.params:
         record.flops_per_token = 6.0 * record.params

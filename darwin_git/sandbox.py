@@ -32,6 +32,7 @@ PASSED = ("PATH", "LD_LIBRARY_PATH", "CUDA_HOME", "NVIDIA_DRIVER_CAPABILITIES") 
 SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 HOW_TO = ("install bubblewrap (apt-get install bubblewrap); on Ubuntu 24.04 also allow user namespaces "
           "(sysctl kernel.apparmor_restrict_unprivileged_userns=0)")
+TMPFS_BYTES = 256 << 20  # each in-memory folder (/tmp, /dev/shm): memory the RSS watchdog would not see
 ERROR_CHARS = 4000  # of a child's stderr, the most that goes into a record
 TAIL_BYTES = 64 * 1024  # how much of a child's output the harness ever reads
 ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group", "nsswitch.conf")
@@ -101,7 +102,8 @@ class Jail:
 
     def wrap(self, argv: list[str], cwd: Path) -> list[str]:
         cmd = ["bwrap", "--unshare-all", "--die-with-parent", "--dev", "/dev", "--proc", "/proc",
-               "--tmpfs", "/tmp", "--dir", "/run"]
+               "--size", str(TMPFS_BYTES), "--tmpfs", "/tmp", "--size", str(TMPFS_BYTES), "--tmpfs", "/dev/shm",
+               "--dir", "/run"]
         for p in SYSTEM:
             if os.path.islink(p):
                 cmd += ["--symlink", os.readlink(p), p]
@@ -118,7 +120,9 @@ class Jail:
             cmd += ["--ro-bind", str(p), str(p)]
         for p in self.writable:
             cmd += ["--bind", str(p), str(p)]
-        return cmd + ["--chdir", str(cwd), *argv]
+            if (p / ".git").exists():  # a worktree's link to its repository: the harness's git reads it later
+                cmd += ["--ro-bind", str(p / ".git"), str(p / ".git")]
+        return cmd + ["--remount-ro", "/", "--chdir", str(cwd), *argv]
 
 
 @dataclass

@@ -326,3 +326,89 @@ def test_a_secret_the_genome_prints_never_reaches_its_record(template_repo, adv_
     assert (record.status, record.stage) == ("crashed", "smoke")
     assert "sk-very-secret" not in json.dumps(record.to_dict()) and "MY_PROVIDER_API redacted" in record.error
     assert "MY_PROVIDER_API" not in record.error.split("env:")[1].split("guess")[0]  # not in its environment
+
+
+# ---- escaping the box ------------------------------------------------------------------------------
+
+ESCAPES = '''import os
+import socket
+import subprocess
+
+
+def _try(what, fn):
+    try:
+        fn()
+        return what
+    except Exception:
+        return None
+
+
+def _read(path):
+    with open(path, "rb") as f:
+        return f.read(1)
+
+
+def _write(path):
+    with open(path, "w") as f:
+        f.write("pwned")
+
+
+def _connect(path):
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(path)
+
+
+TARGETS = {targets!r}
+ESCAPED = [e for e in (
+    [_try("read " + p, lambda p=p: _read(p)) for p in TARGETS["read"]]
+    + [_try("write the worktree's .git", lambda: _write(os.path.join(os.getcwd(), ".git")))]
+    + [_try("connect " + TARGETS["socket"], lambda: _connect(TARGETS["socket"])),
+       _try("environ of pid 1", lambda: _read("/proc/1/environ") and open("/proc/1/environ").read().index("SECRET"))]
+) if e]
+for p in TARGETS["write"]:  # checked on the host: inside the jail a path may land in its private /tmp
+    _try("write " + p, lambda p=p: _write(p))
+if os.environ.get("DARWIN_BUDGET") != "2batches":  # a daemon that outlives the run, if it can
+    subprocess.Popen(["sh", "-c", "sleep 987 &"], start_new_session=True)
+'''
+
+
+def test_genome_code_cannot_reach_out_of_its_box(template_repo, adv_settings, corpus, corpus_file, cache, tmp_path,
+                                                  monkeypatch):
+    """Reads of $HOME, the corpus, the cache and the harness's environment; writes into site-packages, the
+    package, the repo's .git and hooks, the worktree's .git link and the cache; a host unix socket; a daemon."""
+    import socket
+    import subprocess
+    import sys
+
+    import darwin_git
+
+    monkeypatch.setenv("HARNESS_SECRET", "SECRET-abc-123456")
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(tmp_path / "host.sock"))
+    listener.listen()
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    home = Path.home()
+    targets = {
+        "read": [str(home / ".bashrc"), str(home / ".profile"), str(corpus_file), str(corpus.private / "val.bin"),
+                 str(cache / "peak-flops.json")],
+        "write": [str(Path(site) / "evil.pth"), str(Path(darwin_git.__file__).parent / "evil.py"),
+                  str(template_repo / ".git" / "hooks" / "post-checkout"), str(template_repo / "evil.txt"),
+                  str(cache / "evil.txt")],
+        "socket": str(tmp_path / "host.sock"),
+    }
+    sha = attacker(template_repo, "escape", {"train.py": [
+        (IMPORTS, IMPORTS + "from escapes import ESCAPED\n"),
+        ('metrics = {"train_loss": train_loss,', 'metrics = {"escaped": ESCAPED, "train_loss": train_loss,')]},
+        {"escapes.py": ESCAPES.format(targets=targets)})
+    record = evaluate(template_repo, sha, adv_settings, corpus, test=False)
+    listener.close()
+    assert record.status == "ok", record.error
+    assert record.reported["escaped"] == []
+    assert [p for p in targets["write"] if Path(p).exists()] == []
+    assert subprocess.run(["pgrep", "-f", "sleep 987"], capture_output=True).stdout == b""  # no daemon survived
+
+
+def test_a_genome_that_kills_itself_is_its_own_verdict_not_a_lost_worker(template_repo, adv_settings, corpus):
+    sha = attacker(template_repo, "suicide", {"train.py": [(IMPORTS, IMPORTS + "os.kill(os.getpid(), 9)\n")]})
+    record = evaluate(template_repo, sha, adv_settings, corpus, test=False)  # no WorkerLost: no retry
+    assert (record.status, record.stage) == ("crashed", "smoke") and "exit code 137" in record.error

@@ -283,7 +283,7 @@ def test_what_a_request_would_commit_is_checked_when_filed_and_when_approved(sto
 
     # a log entry edited by hand to point at a commit that changes darwin.toml is not merged either
     settings = git(repo, "show", f"{root}:darwin.toml")
-    evil = commit_on(repo, root, {"darwin.toml": ("100644", settings.replace('"20steps"', '"2000steps"'))}, "x")
+    evil = commit_on(repo, root, {"darwin.toml": ("100644", settings.replace('"20800tokens"', '"2000000tokens"'))}, "x")
     doc.update(commit=evil)
     commit, old = plumbing.log_commit(repo, requests.LOG, {"r1.json": json.dumps(doc)}, "hand edit")
     git(repo, "update-ref", requests.LOG, commit, old)
