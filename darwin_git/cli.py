@@ -319,7 +319,7 @@ def doctor(repo_dir) -> None:
     machine = (f"sandbox   {sandbox_mod.describe()}\n"
                f"compute   {compute_mode(cfg.evaluation)} (each genome held to its slot's cores; [evaluation] compute)")
     if not s.model:
-        console.print(machine + "\nllm       none configured ([llm] model is empty): the offline catalogue mutates")
+        console.print(escape(machine + "\nllm       none configured ([llm] model is empty): the offline catalogue mutates"))
         return
     where = (f"{s.model or '(no model)'} at {s.base_url or 'https://api.openai.com/v1'} "
              f"(key in ${s.api_key_env}: {'set' if os.environ.get(s.api_key_env or '') else 'not set'})")
@@ -334,7 +334,7 @@ def doctor(repo_dir) -> None:
     console.print(f"usage     {result['prompt_tokens']} prompt + {result['completion_tokens']} completion tokens, "
                   f"{result['requests']} request(s), ${result['cost_usd']:.6f}"
                   + ("" if priced else f" (no [llm.prices] entry for {s.model}: costs count as $0)"))
-    console.print(machine)
+    console.print(escape(machine))
 
 
 @main.command("memory")
