@@ -371,6 +371,10 @@ def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path
         record.flops_per_token = 6.0 * record.params
         record.mfu = record.flops_per_token * record.tokens_per_s / peak_flops(s, device_name)
     record.stage = "score"
+
+    def new_box(split: str) -> compute.ComputeBox | None:
+        return compute.ComputeBox(grant, f"{record.commit[:10]}-score-{split}", record.compute) if cores else None
+
     jail = sandbox.Jail(writable=[tmp], readable=[wt, out]) if mode == "bwrap" else None
     env = sandbox.clean_env({"HOME": str(tmp), "TMPDIR": str(tmp), "PYTHONPATH": _package_root(), **threads,
                              **slot_env})
@@ -378,7 +382,7 @@ def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path
     token_bytes = np.array(corpus.meta["token_bytes"], dtype=np.int64)
     try:
         scores = scoring.score(wt, ckpt, splits, token_bytes, s.score_tokens, s.score_context, env, jail,
-                               s.score_timeout_s, memory, work)
+                               s.score_timeout_s, memory, work, new_box)
     except scoring.ScoreError as e:
         err = str(e)
         record.status = "diverged" if "non-finite" in err else "invalid-output"

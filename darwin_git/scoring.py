@@ -23,10 +23,12 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from . import sandbox
+from .compute import ComputeBox
 
 MAX_CONTEXT = 1024  # the harness's cap on scoring context, whatever block size a genome claims
 FRAME_BYTES = 1 << 23  # logits per reply at most (8 MiB): sets how many windows go in one chunk
@@ -121,14 +123,16 @@ def score_split(runner: Runner, tokens: np.ndarray, token_bytes: np.ndarray, max
 
 def score(genome_dir: Path, ckpt: Path, splits: dict[str, np.ndarray], token_bytes: np.ndarray, max_tokens: int,
           context: int, env: dict[str, str], jail: sandbox.Jail | None, timeout_s: float, memory_bytes: int,
-          log_dir: Path) -> dict[str, Score]:
-    """Score the checkpoint on each split, a fresh runner each; raises ScoreError. The runner's stderr goes
+          log_dir: Path, new_box: Callable[[str], ComputeBox | None] = lambda name: None) -> dict[str, Score]:
+    """Score the checkpoint on each split, a fresh runner each (in a fresh compute box from `new_box`, so
+    scoring takes no more of the machine than training may); raises ScoreError. The runner's stderr goes
     to `log_dir`, a harness folder the genome cannot reach."""
     argv = [sys.executable, "-m", "darwin_git.scoring", str(genome_dir), str(ckpt)]
     results = {}
     for name, tokens in splits.items():
+        box = new_box(name)
         with open(log_dir / f"score-{name}-stderr.txt", "wb") as err:
-            proc = sandbox.spawn(argv, genome_dir, env, jail, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            proc = sandbox.spawn(argv, genome_dir, env, jail, box, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  stderr=err)
             dog = sandbox.Watchdog(proc, timeout_s, memory_bytes)
             try:
@@ -145,6 +149,8 @@ def score(genome_dir: Path, ckpt: Path, splits: dict[str, np.ndarray], token_byt
                 raise ScoreError(str(e) or type(e).__name__) from e
             finally:
                 sandbox.kill_group(proc)
+                if box:
+                    box.close()
                 dog.join()
     return results
 
