@@ -70,9 +70,15 @@ def _mounts() -> dict[str, str]:
             if fstype == "cgroup2":
                 found.setdefault("cgroup2", mount)
             elif fstype == "cgroup":
-                for controller in set(options.split(",")) & set(V1):
+                for controller in set(options.split(",")) & {*V1, "memory"}:
                     found.setdefault(controller, mount)
     return found
+
+
+def _own_memory_cgroup() -> str:
+    """This process's v1 memory cgroup path ("/" at the top): boxes nest under it, inside any container limit."""
+    with open("/proc/self/cgroup") as f:
+        return next((line.split(":", 2)[2].strip() for line in f if line.split(":")[1] == "memory"), "/")
 
 
 def _read(group: str, file: str) -> str:
@@ -117,14 +123,15 @@ class ComputeBox:
     child before exec (so bubblewrap and everything it starts inherit it), read after it ends, removed
     at close. Groups live under darwin-git-<harness pid>/ in each hierarchy."""
 
-    def __init__(self, grant: Grant, name: str, mechanism: str | None = None):
-        self.grant = grant
+    def __init__(self, grant: Grant, name: str, mechanism: str | None = None, memory_bytes: int = 0):
+        self.grant, self.memory_bytes = grant, memory_bytes
         self.mechanism = mechanism or enforcement()
         if self.mechanism not in MECHANISMS:
             raise ValueError(f"unknown mechanism {self.mechanism!r}; use one of {MECHANISMS}")
         self._groups: dict[str, str] = {}  # controller -> group directory (one directory for all under v2)
         self._roots: list[int] = []
         self._used = 0.0
+        self._oom = False
         self._closed = False
         if self.mechanism.startswith("cgroup"):
             try:
@@ -168,6 +175,30 @@ class ComputeBox:
             _write(cpuset, "cpuset.cpus", cores)
             period = int(_read(cpu, "cpu.cfs_period_us"))
             _write(cpu, "cpu.cfs_quota_us", str(len(self.grant.cores) * period))
+            if self.memory_bytes and "memory" in mounts:
+                self._memory_group(mounts["memory"], name)
+
+    def _memory_group(self, mount: str, name: str) -> None:
+        """A v1 memory cgroup under the harness's own (so a container's limit still holds above it): its
+        limit counts what the RSS watchdog cannot see, tmpfs pages included, and the kernel enforces it."""
+        parent = os.path.join(mount + _own_memory_cgroup(), f"darwin-git-{os.getpid()}")
+        self._groups["memory"] = os.path.join(parent, name)
+        if not os.path.isdir(parent):
+            os.mkdir(parent)
+        os.mkdir(self._groups["memory"])
+        _write(self._groups["memory"], "memory.limit_in_bytes", str(self.memory_bytes))
+
+    def oom_killed(self) -> bool:
+        """Whether the kernel killed something in the box for passing its memory limit."""
+        group = self._groups.get("memory")
+        if not group:
+            return False
+        try:
+            control = dict(line.split() for line in _read(group, "memory.oom_control").splitlines())
+        except FileNotFoundError:
+            return self._oom
+        self._oom = self._oom or int(control.get("oom_kill", 0)) > 0
+        return self._oom
 
     def preexec(self) -> None:
         """Join the box from the forked child, before exec. Only raw os calls on prepared bytes: the
@@ -246,6 +277,7 @@ class ComputeBox:
             return
         self.kill_all()
         self.cpu_seconds()
+        self.oom_killed()
         self._closed = True
         self._remove()
 
@@ -279,10 +311,54 @@ def _works(mechanism: str) -> bool:
         box.close()
 
 
+def remove_stale() -> None:
+    """Remove the groups a killed harness left behind (darwin-git-<pid> of a pid that is gone), killing
+    anything still inside them: a `kill -9` of the driver must not leave cgroups or genomes running."""
+    mounts = _mounts()
+    roots = {m for k, m in mounts.items() if k != "memory"}
+    if "memory" in mounts:
+        roots.add(mounts["memory"] + _own_memory_cgroup())
+    for root in roots:
+        try:
+            names = os.listdir(root)
+        except OSError:
+            continue
+        for name in names:
+            pid = name.removeprefix("darwin-git-")
+            if not (name.startswith("darwin-git-") and pid.isdigit()) or os.path.exists(f"/proc/{pid}"):
+                continue
+            parent = os.path.join(root, name)
+            groups = [os.path.join(parent, g) for g in os.listdir(parent) if os.path.isdir(os.path.join(parent, g))]
+            for group in groups:
+                for _ in range(100):  # SIGKILL takes effect when the task next runs: wait for the group to empty
+                    tasks = _read(group, "cgroup.procs").split()
+                    if not tasks:
+                        break
+                    for task in tasks:
+                        try:
+                            os.kill(int(task), signal.SIGKILL)
+                        except ProcessLookupError:
+                            pass
+                    time.sleep(0.01)
+                try:
+                    os.rmdir(group)
+                except OSError:
+                    pass
+            try:
+                os.rmdir(parent)
+            except OSError:
+                pass
+
+
 @functools.cache
 def enforcement() -> str:
     """Which mechanism works on this machine, probed once: a cgroup with cpuset, CPU quota and accounting
-    (v2 first, then v1), else affinity pinning (escapes detected, not prevented), else none."""
+    (v2 first, then v1), else affinity pinning (escapes detected, not prevented), else none. Groups that a
+    killed harness left behind are removed first."""
+    try:
+        remove_stale()
+    except OSError:
+        pass
     for mechanism in ("cgroup-v2", "cgroup-v1"):
         if _works(mechanism):
             return mechanism

@@ -224,7 +224,7 @@ def _failure(outcome: sandbox.Outcome, timeout_s: float, memory_mb: int) -> tupl
     if outcome.timed_out:
         return "timeout", outcome.why or f"killed after {timeout_s:.0f}s wall-clock"
     if outcome.over_memory:
-        return "oom", f"resident memory passed the {memory_mb} MB limit; killed"
+        return "oom", f"memory passed the {memory_mb} MB limit (resident, or tmpfs under a memory cgroup); killed"
     if outcome.returncode == 0:
         return None
     tail = outcome.tail()
@@ -254,6 +254,8 @@ def evaluate(repo: Path, rev: str, settings: EvalSettings, corpus: Corpus | None
         raise DarwinError(f"threads = {settings.threads} in [evaluation]; use 1 or more CPU threads per genome")
     corpus = corpus or prepare(settings.data, settings.tokenizer)
     mode = _sandbox_mode(settings, repo, sha)
+    if mode == "none":
+        sandbox.guard_harness()
     device_name = _device_name(settings.device)
     cores = compute.slot_cores(0, settings.threads) if cores is None else cores
     mechanism = compute_mode(settings) if cores else "none"
@@ -318,7 +320,7 @@ def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path
         env = sandbox.clean_env({**base_env, "DARWIN_OUT": str(out), "DARWIN_BUDGET": budget,
                                  **(channel.env() if channel else {})})
         jail = sandbox.Jail(writable=[wt, tmp, out], readable=[data]) if mode == "bwrap" else None
-        box = compute.ComputeBox(grant, f"{record.commit[:10]}-{name}", record.compute) if cores else None
+        box = compute.ComputeBox(grant, f"{record.commit[:10]}-{name}", record.compute, memory) if cores else None
         record.stage = name
         try:
             outcome = sandbox.run(argv, wt, env, timeout, memory, jail, work / f"{name}-log",
@@ -373,7 +375,7 @@ def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path
     record.stage = "score"
 
     def new_box(split: str) -> compute.ComputeBox | None:
-        return compute.ComputeBox(grant, f"{record.commit[:10]}-score-{split}", record.compute) if cores else None
+        return compute.ComputeBox(grant, f"{record.commit[:10]}-score-{split}", record.compute, memory) if cores else None
 
     jail = sandbox.Jail(writable=[tmp], readable=[wt, out]) if mode == "bwrap" else None
     env = sandbox.clean_env({"HOME": str(tmp), "TMPDIR": str(tmp), "PYTHONPATH": _package_root(), **threads,

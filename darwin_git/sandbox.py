@@ -13,6 +13,7 @@ children, read files it should not, or phone home. Each run gets:
 """
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import shutil
@@ -28,6 +29,7 @@ from typing import Callable
 from .compute import ComputeBox
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
+PR_SET_DUMPABLE = 4
 PASSED = ("PATH", "LD_LIBRARY_PATH", "CUDA_HOME", "NVIDIA_DRIVER_CAPABILITIES")  # taken from the parent, if set
 SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 HOW_TO = ("install bubblewrap (apt-get install bubblewrap); on Ubuntu 24.04 also allow user namespaces "
@@ -71,6 +73,14 @@ def redact(text: str) -> str:
         if name not in PASSED and len(value) >= 8 and not value.startswith("/") and not value.isdigit():
             text = text.replace(value, f"[{name} redacted]")
     return text
+
+
+def guard_harness() -> None:
+    """Without bubblewrap's PID namespace a genome could read /proc/<harness pid>/environ, where an API key
+    lives: a non-dumpable process's /proc files belong to root, out of reach of the user's other processes
+    (root itself still reads them). Children are dumpable again after exec, so genomes run as usual."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
 def describe() -> str:
@@ -231,10 +241,10 @@ def run(argv: list[str], cwd: Path, env: dict[str, str], timeout_s: float, memor
             if box:
                 box.close()
         dog.join()
-    stopped = dog.timed_out or dog.over_memory
+    stopped = dog.timed_out or dog.over_memory or bool(box and box.oom_killed())
     return Outcome(
         returncode=None if stopped else proc.returncode, stdout=tail_text(out_path), stderr=tail_text(err_path),
-        timed_out=dog.timed_out, over_memory=dog.over_memory,
+        timed_out=dog.timed_out, over_memory=dog.over_memory or bool(box and box.oom_killed()),
         wall_s=time.monotonic() - dog.t0, peak_rss=dog.peak, why=dog.why,
         cpu_s=box.cpu_seconds() if box else None,
     )

@@ -412,3 +412,19 @@ def test_a_genome_that_kills_itself_is_its_own_verdict_not_a_lost_worker(templat
     sha = attacker(template_repo, "suicide", {"train.py": [(IMPORTS, IMPORTS + "os.kill(os.getpid(), 9)\n")]})
     record = evaluate(template_repo, sha, adv_settings, corpus, test=False)  # no WorkerLost: no retry
     assert (record.status, record.stage) == ("crashed", "smoke") and "exit code 137" in record.error
+
+
+def test_memory_hidden_in_tmpfs_counts_against_the_limit(template_repo, adv_settings, corpus, timed):
+    """About 600 MB resident (under the 1000 MB limit the RSS watchdog sees) plus 500 MB written to the jail's
+    /tmp and /dev/shm, which no RSS shows: the memory cgroup counts both and stops it."""
+    code = ("import time\nheld = b'x' * (600 << 20)\nfor path in ('/tmp/fill', '/dev/shm/fill'):\n"
+            "    with open(path, 'wb') as f:\n        for _ in range(250):\n            f.write(b'y' * (1 << 20))\n"
+            "time.sleep(5)\nraise SystemExit(0)\n")
+    sha = attacker(template_repo, "tmpfs-hog", {"train.py": [(IMPORTS, IMPORTS + code)]})
+    settings = replace(adv_settings, memory_mb=1000)
+    record = evaluate(template_repo, sha, settings, corpus, test=False)
+    if record.compute != "cgroup-v1":
+        pytest.skip(f"memory cgroups are used under cgroup-v1 only; this machine offers {record.compute!r}")
+    assert (record.status, record.stage) == ("oom", "smoke"), record.error
+    control = evaluate(template_repo, sha, replace(settings, compute="affinity"), corpus, test=False)
+    assert control.status != "oom"  # without the cgroup the same genome hides its tmpfs from the watchdog

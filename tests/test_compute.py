@@ -161,3 +161,16 @@ def test_overrun_allows_the_grant_plus_tolerance_and_half_a_second():
     assert not compute.overrun(11.5, 10, one) and compute.overrun(11.6, 10, one)
     assert not compute.overrun(22.5, 10, two) and compute.overrun(22.6, 10, two)
     assert compute.overrun(10.6, 10, one, tolerance=0.0)
+
+
+def test_groups_a_killed_harness_left_are_removed_with_what_runs_in_them():
+    need_cgroup()
+    box = compute.ComputeBox(compute.Grant(CPUS[:1]), "left-behind")
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], preexec_fn=box.preexec)
+    dead = f"darwin-git-{2**22 + 12345}"  # a pid beyond pid_max: its harness is surely gone
+    parents = {os.path.dirname(g) for g in box._dirs()}
+    for parent in parents:
+        os.rename(parent, os.path.join(os.path.dirname(parent), dead))
+    compute.remove_stale()
+    assert child.wait(timeout=10) == -9
+    assert not any(os.path.exists(os.path.join(os.path.dirname(p), dead)) for p in parents)

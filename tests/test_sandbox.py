@@ -26,3 +26,14 @@ def test_a_virtualenv_under_tmp_still_runs_inside_the_jail(tmp_path, monkeypatch
     hidden = sandbox.run(["ls", str(tmp_path)], work, sandbox.clean_env({}), 30, 2**30,
                          sandbox.Jail(writable=[work]), tmp_path / "log2")
     assert "log" not in hidden.stdout  # the rest of /tmp stays hidden
+
+
+def test_the_harness_makes_itself_non_dumpable_for_unsandboxed_genomes():
+    """Its /proc/<pid>/environ (an API key) is then out of reach of the user's other processes."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    script = ("import ctypes; from darwin_git import sandbox; libc = ctypes.CDLL(None)\n"
+              "before = libc.prctl(3, 0, 0, 0, 0); sandbox.guard_harness(); print(before, libc.prctl(3, 0, 0, 0, 0))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["1", "0"] and libc.prctl(3, 0, 0, 0, 0) == 1  # this test process is untouched
