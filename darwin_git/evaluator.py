@@ -219,10 +219,11 @@ def _measured_peak(path: Path, settings: EvalSettings, device_name: str) -> floa
     return known[device_name]
 
 
-def _failure(outcome: sandbox.Outcome, timeout_s: float, memory_mb: int) -> tuple[str, str] | None:
-    """Map a finished stage to (status, error) or None when it succeeded."""
+def _failure(outcome: sandbox.Outcome, timeout_s: float, memory_mb: int, late: str = "") -> tuple[str, str] | None:
+    """Map a finished stage to (status, error) or None when it succeeded; `late` says what running past
+    `timeout_s` means for this stage."""
     if outcome.timed_out:
-        return "timeout", outcome.why or f"killed after {timeout_s:.0f}s wall-clock"
+        return "timeout", outcome.why or late or f"killed after {timeout_s:.0f}s wall-clock"
     if outcome.over_memory:
         return "oom", f"memory passed the {memory_mb} MB limit (resident, or tmpfs under a memory cgroup); killed"
     if outcome.returncode == 0:
@@ -334,7 +335,9 @@ def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path
         if outcome.returncode in KILLED:
             raise WorkerLost(f"the {name} stage of {record.commit[:10]} was killed from outside "
                              f"(exit {outcome.returncode}); evaluate it again")
-        failed = _failure(outcome, timeout, s.memory_mb)
+        late = (f"still running {s.grace(meter.deadline_s):g}s after the data channel stopped serving at its "
+                f"{meter.deadline_s:g}s deadline; killed") if meter else ""
+        failed = _failure(outcome, timeout, s.memory_mb, late)
         if channel and channel.refused and not failed:
             failed = ("crashed", f"the data channel refused a request: {channel.refused}")
         if failed:
