@@ -176,11 +176,9 @@ def generation(kind, slots, address, repo_dir) -> None:
 def evolve(generations, kind, slots, address, repo_dir) -> None:
     """Run K generations after the baseline (evaluated first if missing)."""
     from .generation import Generation, last_finished
-    from .report import check_records
 
     repo, cfg = evolution_repo(repo_dir)
     with_executor(cfg, kind, slots, address)
-    check_records(repo, cfg)
     target = max(last_finished(repo), 0) + generations
     while last_finished(repo) < target:
         if cfg.evolution.pause_on_requests and paused(repo):

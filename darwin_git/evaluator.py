@@ -381,7 +381,7 @@ def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path
         return compute.ComputeBox(grant, f"{record.commit[:10]}-score-{split}", record.compute, memory) if cores else None
 
     jail = sandbox.Jail(writable=[tmp], readable=[wt, out]) if mode == "bwrap" else None
-    env = sandbox.clean_env({"HOME": str(tmp), "TMPDIR": str(tmp), "PYTHONPATH": _package_root(), **threads,
+    env = sandbox.clean_env({"HOME": str(tmp), "TMPDIR": str(tmp), "PYTHONPATH": str(sandbox.package_dir().parent), **threads,
                              **slot_env})
     splits = {name: corpus.tokens(name) for name in (("val", "test") if test else ("val",))}
     token_bytes = np.array(corpus.meta["token_bytes"], dtype=np.int64)
@@ -446,8 +446,3 @@ def _stderr_hint(work: Path) -> str:
     for path in sorted(work.glob("score-*-stderr.txt")):
         lines += sandbox.tail_text(path, 4096).strip().splitlines()
     return f" (model process said: {lines[-1][:300]})" if lines else ""
-
-
-def _package_root() -> str:
-    """So the sandboxed runner imports this very darwin_git, wherever it is installed."""
-    return str(Path(__file__).resolve().parent.parent)

@@ -62,7 +62,7 @@ def bwrap_works() -> bool:
 
 
 def package_dir() -> Path:
-    """darwin_git itself: the scoring runner imports it inside the jail."""
+    """darwin_git itself: the scoring runner imports it inside the jail (its parent goes on PYTHONPATH)."""
     return Path(__file__).resolve().parent
 
 
