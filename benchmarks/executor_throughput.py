@@ -22,8 +22,8 @@ from pathlib import Path
 from rich.console import Console
 
 from darwin_git.corpus import prepare
-from darwin_git.evaluator import EvalSettings
-from darwin_git.executors import ExecutorSettings, Job, executor_for
+from darwin_git.config import EvalSettings, ExecutorSettings
+from darwin_git.executors import Job, executor_for
 from darwin_git.executors.local import visible_devices
 
 TEMPLATE = Path(__file__).resolve().parent.parent / "genome"

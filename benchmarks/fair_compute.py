@@ -19,8 +19,8 @@ from pathlib import Path
 
 from darwin_git import compute
 from darwin_git.corpus import prepare
-from darwin_git.evaluator import EvalSettings
-from darwin_git.executors import ExecutorSettings, Job
+from darwin_git.config import EvalSettings, ExecutorSettings
+from darwin_git.executors import Job
 from darwin_git.executors.local import LocalExecutor
 
 GENOME = Path(__file__).resolve().parent.parent / "genome"

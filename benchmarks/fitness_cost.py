@@ -29,7 +29,8 @@ import numpy as np
 from darwin_git import sandbox, scoring
 from darwin_git.channel import Channel, Meter
 from darwin_git.corpus import prepare
-from darwin_git.evaluator import EvalSettings, evaluate
+from darwin_git.config import EvalSettings
+from darwin_git.evaluator import evaluate
 
 GENOME = Path(__file__).resolve().parent.parent / "genome"
 DIRECT = '''

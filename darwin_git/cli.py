@@ -17,7 +17,8 @@ from . import config as config_mod
 from . import git
 from . import sandbox as sandbox_mod
 from .errors import DarwinError
-from .evaluator import EvalSettings, compute_mode, evaluate, parse_budget
+from .config import EvalSettings, parse_budget
+from .evaluator import compute_mode, evaluate
 from .fitness import add_run
 from .fitness import of as fitness_of
 
@@ -188,7 +189,7 @@ def evolve(generations, kind, slots, address, repo_dir) -> None:
 
 def paused(repo: Path) -> bool:
     """With [evolution] pause_on_requests, say so and stop while any request waits for review."""
-    from .requests import open_requests
+    from .review import open_requests
 
     waiting = [d["id"] for d in open_requests(repo)]
     if waiting:
@@ -361,16 +362,16 @@ def request_line(doc: dict) -> str:
 
 
 @main.command("requests")
-@click.option("--all", "show_all", is_flag=True, help="Include approved and rejected requests.")
+@click.option("--all", "show_all", is_flag=True, help="Include approved and rejected review.")
 @click.option("--json", "as_json", is_flag=True, help="Every field of every listed request.")
 @repo_option
 @one_line_errors
 def requests_cmd(show_all, as_json, repo_dir) -> None:
     """Requests waiting for review, one line each (with --all, decided ones too)."""
-    from . import requests
+    from . import review
 
     repo, _ = evolution_repo(repo_dir)
-    docs = requests.load(repo) if show_all else requests.open_requests(repo)
+    docs = review.load(repo) if show_all else review.open_requests(repo)
     if as_json:
         click.echo(json.dumps(docs, indent=1))
         return
@@ -389,13 +390,13 @@ def review(rid, as_patch, repo_dir) -> None:
     """A request as a pull-request page: rationale, evidence, history, diff stat and diff."""
     from rich.syntax import Syntax
 
-    from . import requests
+    from . import review
     from .report import ancestry
 
     repo, cfg = evolution_repo(repo_dir)
-    doc = requests.get(repo, rid)
+    doc = review.get(repo, rid)
     if as_patch:
-        click.echo(requests.format_patch(repo, doc), nl=False)
+        click.echo(review.format_patch(repo, doc), nl=False)
         return
     lineage = ancestry(repo, cfg, doc["base"])[-8:]  # read before printing: a broken note is then the only line
     console.print(f"[bold]{doc['id']}[/] {escape('[' + doc['state'] + ']')} {doc['kind']}: "
@@ -420,8 +421,8 @@ def review(rid, as_patch, repo_dir) -> None:
                       + "".join(f"\n    merged into darwin/{b}: {sha[:10]}" for b, sha in e.get("merged", {}).items())
                       + (f"\n    data file {e['data']['path']} sha256 {e['data']['sha256']}" if "data" in e else ""))
     if doc["commit"]:
-        console.print("\n" + escape(requests.diff(repo, doc, stat=True).rstrip()))
-        console.print(Syntax(requests.diff(repo, doc), "diff", theme="ansi_dark", background_color="default"))
+        console.print("\n" + escape(review.diff(repo, doc, stat=True).rstrip()))
+        console.print(Syntax(review.diff(repo, doc), "diff", theme="ansi_dark", background_color="default"))
     else:
         console.print("\nno patch: this request asks for something other than a code change")
 
@@ -447,10 +448,10 @@ def identity_option(fn):
 @one_line_errors
 def approve(rid, to, data, reason, by, repo_dir) -> None:
     """Approve a request: merge its change into living genomes (all or none) and record who and why."""
-    from . import requests
+    from . import review
 
     repo, cfg = evolution_repo(repo_dir)
-    doc = requests.approve(repo, cfg, rid, by or requests.reviewer(repo), reason, to, data)
+    doc = review.approve(repo, cfg, rid, by or review.reviewer(repo), reason, to, data)
     event = doc["events"][-1]
     for branch, sha in event.get("merged", {}).items():
         console.print(f"merged {rid} into darwin/{branch}: {sha[:10]} (scored in the next generation)")
@@ -470,10 +471,10 @@ def approve(rid, to, data, reason, by, repo_dir) -> None:
 @one_line_errors
 def reject(rid, reason, by, repo_dir) -> None:
     """Reject a request; nothing is merged."""
-    from . import requests
+    from . import review
 
     repo, _ = evolution_repo(repo_dir)
-    doc = requests.reject(repo, rid, by or requests.reviewer(repo), reason)
+    doc = review.reject(repo, rid, by or review.reviewer(repo), reason)
     console.print(f"rejected {rid}; {answered(doc)}")
 
 
@@ -485,10 +486,10 @@ def reject(rid, reason, by, repo_dir) -> None:
 @one_line_errors
 def comment(rid, text, by, repo_dir) -> None:
     """Comment on a request (open or decided); the requester's memory shows it."""
-    from . import requests
+    from . import review
 
     repo, _ = evolution_repo(repo_dir)
-    requests.comment(repo, rid, by or requests.reviewer(repo), text)
+    review.comment(repo, rid, by or review.reviewer(repo), text)
     console.print(f"commented on {rid}")
 
 
@@ -504,9 +505,9 @@ def comment(rid, text, by, repo_dir) -> None:
 @one_line_errors
 def propose(source, title, to, rationale, kind, by, repo_dir) -> None:
     """File a person's change as a request, validated like a mutation; approve it to merge it."""
-    from . import requests
+    from . import review
 
     repo, cfg = evolution_repo(repo_dir)
-    doc = requests.propose(repo, cfg, source, title, to, rationale, kind, by or requests.reviewer(repo))
+    doc = review.propose(repo, cfg, source, title, to, rationale, kind, by or review.reviewer(repo))
     console.print(f"filed {doc['id']}: {escape(doc['title'])} for darwin/{doc['genome']} "
                   f"(review it with `darwin-git review {doc['id']}`)")

@@ -12,16 +12,17 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from .errors import DarwinError
-from .evaluator import EvalSettings, parse_budget
-from .executors import KINDS, ExecutorSettings
 
 CONFIG = "darwin.toml"
+BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|steps|tokens)\s*$")
+EXECUTORS = ("local", "ray")  # where evaluations run: this machine's slots or a Ray cluster
+TOKEN_CAP_S = 600.0  # a token budget's wall-clock cap when [evaluation] timeout_s is 0
 PRICES = {"gpt-4o-mini": [0.15, 0.6], "gpt-4o": [2.5, 10.0], "gpt-4.1": [2.0, 8.0], "gpt-4.1-mini": [0.4, 1.6],
           "gpt-4.1-nano": [0.1, 0.4]}
 CHOICES = {("evolution", "operator"): ("auto", "offline", "llm"), ("llm", "target"): ("self", "other", "mixed"),
            ("evaluation", "sandbox"): ("auto", "bwrap", "none"), ("evaluation", "tokenizer"): ("char", "gpt2"),
            ("evaluation", "compute"): ("auto", "affinity", "none"),
-           ("executor", "kind"): KINDS}
+           ("executor", "kind"): EXECUTORS}
 # (lowest, highest) of each number; a 0 allowed below a field's useful range is its documented "auto" or "off".
 RANGES = {
     ("evolution", "population"): (1, None), ("evolution", "offspring"): (1, None),
@@ -38,6 +39,53 @@ RANGES = {
 }
 POSITIVE = {("evaluation", "smoke_timeout_s"), ("evaluation", "score_timeout_s"), ("llm", "timeout_s")}
 DEVICE = re.compile(r"cpu|cuda(:\d+)?")
+
+
+def parse_budget(text: str) -> tuple[str, float]:
+    """'60s' -> ('s', 60.0); '100000tokens' -> ('tokens', 100000.0). One-line error otherwise."""
+    m = BUDGET.match(str(text))
+    if m and m.group(2) == "steps":
+        raise DarwinError(f"budget {text!r}: step budgets are gone (the harness cannot count a genome's steps, and a "
+                          "batch-size change makes them meaningless); set budget to Ntokens (the template serves "
+                          f"{16 * 65} tokens a step) or Ns in darwin.toml")
+    if not m or float(m.group(1)) <= 0:
+        raise DarwinError(f"budget {text!r} not understood; use e.g. 60s or 100000tokens")
+    return m.group(2), float(m.group(1))
+
+
+@dataclass
+class EvalSettings:
+    """Everything that decides a fitness number; stored in darwin.toml for an evolution repo."""
+
+    budget: str = "60s"  # Ns: the harness's clock; Ntokens: tokens the data channel serves
+    device: str = "cpu"
+    seed: int = 1337
+    data: str = "shakespeare"
+    tokenizer: str = "char"
+    memory_mb: int = 8192
+    timeout_s: float = 0  # a token budget's wall-clock cap (0: 600 s); data stops there too
+    grace_s: float = 0  # after data stops, seconds to save the checkpoint and exit (0: max(2, 2% of the deadline))
+    smoke_timeout_s: float = 120
+    score_timeout_s: float = 300  # per split
+    score_tokens: int = 32768  # scored predictions per split
+    score_context: int = 1024  # the longest context a prediction is made from (capped by the model's block size)
+    peak_flops: float = 0  # 0: look up the GPU, or measure the CPU once
+    sandbox: str = "auto"  # auto | bwrap | none
+    compute: str = "auto"  # auto (the best this machine enforces: a cgroup, else pinning) | affinity | none
+    threads: int = 1  # CPU threads per genome process: fixed, so fitness never depends on how many run at once
+
+    def grace(self, deadline_s: float) -> float:
+        return self.grace_s or max(2.0, 0.02 * deadline_s)
+
+
+@dataclass
+class ExecutorSettings:
+    """[executor] in darwin.toml (or --executor/--slots/--address): where evaluations run, never what they score."""
+
+    kind: str = "local"  # local | ray
+    slots: int = 0  # evaluations at once; 0: one per visible GPU (x per_device), CPU cores // threads, Ray: cluster CPUs // threads
+    per_device: int = 1  # evaluations packed on each GPU, for genomes too small to fill one
+    address: str = ""  # ray: "" starts a local instance; "auto" or "ray://host:10001" joins a cluster
 
 
 @dataclass
@@ -145,7 +193,7 @@ def check(cfg: Config, where: str = CONFIG) -> Config:
 
 
 def check_section(name: str, section, where: str) -> None:
-    """The ranges and choices of one section's settings ([evaluation] is evaluator.EvalSettings)."""
+    """The ranges and choices of one section's settings ([evaluation] is EvalSettings)."""
     for f in fields(section):
         problem = _problem(name, f.name, getattr(section, f.name))
         if problem:

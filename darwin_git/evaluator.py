@@ -12,7 +12,6 @@ metrics.json is kept under `reported` and never used.
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import re
@@ -34,12 +33,11 @@ import numpy as np
 from . import compute, git, sandbox, scoring
 from .channel import Channel, Meter
 from .corpus import Corpus, _atomic_write, cache_root, prepare
+from .config import TOKEN_CAP_S, EvalSettings, parse_budget
 from .errors import DarwinError
 
 GENOME_FILES = ("train.py", "model.py")
 STATUSES = ("ok", "crashed", "timeout", "oom", "diverged", "invalid-output", "overrun")
-BUDGET = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|steps|tokens)\s*$")
-TOKEN_CAP_S = 600.0  # a token budget's wall-clock cap when [evaluation] timeout_s is 0
 SMOKE_BATCHES = 2
 TRUSTED_OPERATOR = re.compile(r"^(offline:\S+|crossover)$")  # code the harness itself writes
 REPORT_BYTES = 1 << 20  # metrics.json larger than this is not read
@@ -61,46 +59,10 @@ class WorkerLost(DarwinError):
     """The evaluation's process was killed from outside (kill -9, OOM killer, lost node): not the genome's verdict."""
 
 
-def parse_budget(text: str) -> tuple[str, float]:
-    """'60s' -> ('s', 60.0); '100000tokens' -> ('tokens', 100000.0). One-line error otherwise."""
-    m = BUDGET.match(str(text))
-    if m and m.group(2) == "steps":
-        raise DarwinError(f"budget {text!r}: step budgets are gone (the harness cannot count a genome's steps, and a "
-                          "batch-size change makes them meaningless); set budget to Ntokens (the template serves "
-                          f"{16 * 65} tokens a step) or Ns in darwin.toml")
-    if not m or float(m.group(1)) <= 0:
-        raise DarwinError(f"budget {text!r} not understood; use e.g. 60s or 100000tokens")
-    return m.group(2), float(m.group(1))
-
-
-@dataclass
-class EvalSettings:
-    """Everything that decides a fitness number; stored in darwin.toml for an evolution repo."""
-
-    budget: str = "60s"  # Ns: the harness's clock; Ntokens: tokens the data channel serves
-    device: str = "cpu"
-    seed: int = 1337
-    data: str = "shakespeare"
-    tokenizer: str = "char"
-    memory_mb: int = 8192
-    timeout_s: float = 0  # a token budget's wall-clock cap (0: 600 s); data stops there too
-    grace_s: float = 0  # after data stops, seconds to save the checkpoint and exit (0: max(2, 2% of the deadline))
-    smoke_timeout_s: float = 120
-    score_timeout_s: float = 300  # per split
-    score_tokens: int = 32768  # scored predictions per split
-    score_context: int = 1024  # the longest context a prediction is made from (capped by the model's block size)
-    peak_flops: float = 0  # 0: look up the GPU, or measure the CPU once
-    sandbox: str = "auto"  # auto | bwrap | none
-    compute: str = "auto"  # auto (the best this machine enforces: a cgroup, else pinning) | affinity | none
-    threads: int = 1  # CPU threads per genome process: fixed, so fitness never depends on how many run at once
-
-    def meter(self) -> Meter:
-        """What the train stage's data channel serves, and until when."""
-        kind, amount = parse_budget(self.budget)
-        return Meter(kind, amount, amount if kind == "s" else (self.timeout_s or TOKEN_CAP_S))
-
-    def grace(self, deadline_s: float) -> float:
-        return self.grace_s or max(2.0, 0.02 * deadline_s)
+def budget_meter(settings: EvalSettings) -> Meter:
+    """What the train stage's data channel serves, and until when."""
+    kind, amount = parse_budget(settings.budget)
+    return Meter(kind, amount, amount if kind == "s" else (settings.timeout_s or TOKEN_CAP_S))
 
 
 @dataclass
@@ -357,7 +319,7 @@ def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path
         return out
 
     smoke = Meter("requests", SMOKE_BATCHES, s.smoke_timeout_s)
-    meter = s.meter()
+    meter = budget_meter(s)
     if not stage("check", python + ["-c", CHECK], s.budget, None, s.smoke_timeout_s):
         return
     if not stage("smoke", python + ["train.py"], f"{SMOKE_BATCHES}batches", smoke, s.smoke_timeout_s):

@@ -2,7 +2,7 @@
 
   plan      parents and operators for every offspring slot, recorded in refs/darwin/generations
   breed     each slot becomes a child branch or a recorded failure (a slot is never done twice); a
-            request the operator attaches is filed for review (requests.py), never waited for
+            request the operator attaches is filed for review (review.py), never waited for
   evaluate  every genome without a fitness note is trained and scored; notes are written at once
   confirm   would-be survivors are re-run with fresh seeds until each has 1 + reevaluations runs
   select    the best `population` genomes keep their branches; the rest move to the archive
@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from . import fitness, git, memory, mutation, population, requests, selection
+from . import breeding, fitness, git, memory, patches, population, review, selection
 from .config import Config, resolved_operator
 from .corpus import prepare
 from .errors import DarwinError
@@ -152,8 +152,8 @@ class Generation:
         """The harness's verdict on a patch, for an operator's repair round: the reason, or None."""
         def check(patch: str) -> str | None:
             try:
-                mutation.apply(self.repo, parent, patch)
-            except mutation.Rejected as e:
+                patches.apply(self.repo, parent, patch)
+            except patches.Rejected as e:
                 return str(e)
             return None
         return check
@@ -161,7 +161,7 @@ class Generation:
     def _breed(self, g: int, plan: dict) -> dict[str, str]:
         """Make each planned child once; return {child name: sha} of those that exist."""
         made = {**population.living(self.repo), **population.archived(self.repo)}
-        failed = {(f["generation"], f["slot"]) for f in mutation.failures(self.repo, self.cfg)}
+        failed = {(f["generation"], f["slot"]) for f in breeding.failures(self.repo, self.cfg)}
         known_trees = None
         children = {}
         for slot in plan["slots"]:
@@ -181,7 +181,7 @@ class Generation:
                 self.console.print(f"  + {name:<18} {child.operator:<24} {escape(child.title)}")
         return children
 
-    def _make(self, g: int, slot: dict, known_trees: dict[str, str]) -> mutation.Child | None:
+    def _make(self, g: int, slot: dict, known_trees: dict[str, str]) -> breeding.Child | None:
         parents = [p["sha"] for p in slot["parents"]]
         names = [p["name"] for p in slot["parents"]]
         rng = random.Random(f"{self.cfg.evolution.seed}:{g}:{slot['slot']}")
@@ -190,7 +190,7 @@ class Generation:
         spent_before = _spent_since(self.operator, {})
         try:
             if slot["kind"] == "crossover":
-                tree = mutation.merge(self.repo, parents[0], parents[1])
+                tree = patches.merge(self.repo, parents[0], parents[1])
                 title = f"Crossover: merge {names[1]} into {names[0]}"
                 reasoning = (f"Merge the changes of {names[1]} ({parents[1][:10]}) into {names[0]} "
                              f"({parents[0][:10]}): both lines improved on their ancestors in different "
@@ -205,18 +205,18 @@ class Generation:
                 mem, inspiration = memory.context(self.repo, self.cfg, author)
                 proposal = self.operator.propose(files, mem, inspiration, rng, check=self._check(parents[0]))
                 if proposal is None:
-                    raise mutation.Rejected("the operator had nothing to propose for this parent")
+                    raise patches.Rejected("the operator had nothing to propose for this parent")
                 if proposal.request:
                     self._file_request(g, slot, author, names[0], parents[0], proposal)
                 patch, operator, title = proposal.patch, proposal.operator, proposal.title
-                tree = mutation.apply(self.repo, parents[0], proposal.patch)
+                tree = patches.apply(self.repo, parents[0], proposal.patch)
                 reasoning, model = proposal.reasoning, proposal.model
-                note = mutation.mutation_note(proposal, g, author, names[0])
+                note = breeding.mutation_note(proposal, g, author, names[0])
             if tree in known_trees:
-                raise mutation.Rejected(f"duplicate: same tree as {known_trees[tree]}, not evaluated again")
-        except (mutation.Rejected, OperatorError) as e:
+                raise patches.Rejected(f"duplicate: same tree as {known_trees[tree]}, not evaluated again")
+        except (patches.Rejected, OperatorError) as e:
             patch = e.patch or patch if isinstance(e, OperatorError) else patch
-            mutation.record_failure(self.repo, self.cfg, parents[0], g, slot["slot"], str(e),
+            breeding.record_failure(self.repo, self.cfg, parents[0], g, slot["slot"], str(e),
                                     operator if slot["kind"] == "mutation" else "crossover", patch, title,
                                     usage=_spent_since(self.operator, spent_before))
             self.console.print(f"  x {slot['child']:<18} {operator:<24} [red]{escape(str(e))}[/]")
@@ -225,12 +225,12 @@ class Generation:
                     "Darwin-Author": author if slot["kind"] == "mutation" else "", "Darwin-Parent": " ".join(parents),
                     "Darwin-Operator": operator, "Darwin-Generation": str(g), "Darwin-Model": model,
                     "Darwin-Slot": str(slot["slot"])}
-        return mutation.commit_child(self.repo, self.cfg, slot["child"], tree, parents, title, reasoning,
+        return breeding.commit_child(self.repo, self.cfg, slot["child"], tree, parents, title, reasoning,
                                      trailers, note)
 
     def _file_request(self, g: int, slot: dict, author: str, genome: str, base: str, proposal: Proposal) -> None:
         """File what the operator asked of people; the generation goes on without waiting for an answer."""
-        doc = requests.file(self.repo, self.cfg, proposal.request, agent=author, via=proposal.operator.split(":")[0],
+        doc = review.file(self.repo, self.cfg, proposal.request, agent=author, via=proposal.operator.split(":")[0],
                             genome=genome, base=base, generation=g, origin=f"g{g}/slot{slot['slot']}")
         self.console.print(f"  ? {doc['id']:<18} request ({doc['kind']}) from {author}: {escape(doc['title'])} "
                            f"[dim](darwin-git review {doc['id']})[/]")
@@ -289,10 +289,10 @@ class Generation:
         keep = selection.survivors(list(pop.values()), self.cfg.evolution.population)
         keep_names = {k.name for k in keep}
         live = population.living(self.repo)
-        # a branch an approved request moved since the plan (requests.approve) stays: its merge is scored next
+        # a branch an approved request moved since the plan (review.approve) stays: its merge is scored next
         losers = {n: sha for n, sha in live.items() if candidates.get(n) == sha and n not in keep_names}
         population.prune(self.repo, losers)
-        fails = [f for f in mutation.failures(self.repo, self.cfg) if f["generation"] == g]
+        fails = [f for f in breeding.failures(self.repo, self.cfg) if f["generation"] == g]
         summary = self._summary(g, pop, keep, sorted(losers), fails, baseline, t0)
         population.record_generation(self.repo, g, "summary", summary, f"generation {g}: {len(keep)} survive, "
                                      f"best {summary['best']['fitness']}")

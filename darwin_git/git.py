@@ -288,6 +288,12 @@ def log_commit(repo: Path, ref: str, files: dict[str, str], message: str) -> tup
 
 # ---- commits without a checkout ------------------------------------------------------------------
 
+def commit_message(title: str, reasoning: str, trailers: dict[str, str]) -> str:
+    """A commit message: one-line subject (72 characters at most), body, then the trailers that have a value."""
+    lines = "\n".join(f"{k}: {v}" for k, v in trailers.items() if v)
+    return f"{title.strip().splitlines()[0][:72]}\n\n{reasoning.strip()}\n\n{lines}\n"
+
+
 def commit_tree(repo: Path, tree: str, parents: list[str], message: str) -> str:
     args = ["commit-tree", tree]
     for p in parents:

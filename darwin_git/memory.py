@@ -14,8 +14,9 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Callable
 
-from . import fitness, git, mutation, population, requests, tokens
+from . import breeding, fitness, git, population, review
 from .config import Config
+from .operators import llm_tokens
 from .population import ARCHIVE, LIVE, agent_of
 
 DIGEST = "refs/darwin/digest"  # a commit chain; each tree holds digest.md
@@ -72,7 +73,7 @@ class History:
     changes: list[Change]
     attempts: list[Attempt]
     baseline: float | None  # the template's fitness
-    requests: list[dict]  # every request filed for review (requests.py), oldest first
+    requests: list[dict]  # every request filed for review (review.py), oldest first
 
 
 def history(repo: Path, cfg: Config) -> History:
@@ -87,7 +88,7 @@ def history(repo: Path, cfg: Config) -> History:
     # an approved request moves a branch forward with a merge: the genome it held keeps the name (and life)
     for name, sha in [*living.items(), *archived.items()]:
         ci = info.get(sha)
-        while ci and ci.trailers.get("Darwin-Operator") == requests.OPERATOR and ci.parents:
+        while ci and ci.trailers.get("Darwin-Operator") == review.OPERATOR and ci.parents:
             sha = ci.parents[0]
             names.setdefault(sha, name)
             if name in living:
@@ -119,14 +120,14 @@ def history(repo: Path, cfg: Config) -> History:
 
     plans = {g: d["plan"] for g, d in population.generations(repo).items() if "plan" in d}
     attempts = []
-    for f in mutation.failures(repo, cfg):
+    for f in breeding.failures(repo, cfg):
         slot = next((s for s in plans.get(f["generation"], {}).get("slots", []) if s["slot"] == f["slot"]), None)
         parent_name = slot["parents"][0]["name"] if slot else names.get(f["parent"], f["parent"][:10])
         author = (slot.get("author") or agent_of(slot["child"])) if slot else agent_of(parent_name)
         attempts.append(Attempt(f["generation"], f["slot"], parent_name, author, f.get("operator", ""),
                                 f.get("title", ""), f.get("reason", "")))
     attempts.sort(key=lambda a: (a.generation, a.slot))
-    return History(changes, attempts, baseline, requests.load(repo))
+    return History(changes, attempts, baseline, review.load(repo))
 
 
 def _int(value: str | None) -> int:
@@ -215,7 +216,7 @@ def agent_memory(repo: Path, cfg: Config, agent: str, budget_tokens: int = MEMOR
     entries += [_attempt_entry(a) for a in hist.attempts if a.author == agent]
     entries.sort(key=lambda e: e.order)
     for e in entries:
-        e.tokens = tokens.count(e.text)
+        e.tokens = llm_tokens.count(e.text)
     kept = _select(entries, budget_tokens)
     head = [f"# Memory of agent {agent}: its scored trajectory",
             "Every change this agent wrote and every attempt of its that failed before training, oldest first. "
@@ -226,7 +227,7 @@ def agent_memory(repo: Path, cfg: Config, agent: str, budget_tokens: int = MEMOR
                     "tokens; kept: the best, the worst and the most recent.")
     body = "".join(e.text for e in kept) or "(no history yet: this is the agent's first change)\n"
     text = "\n".join(head) + "\n" + body + answers(hist, agent)
-    return text + f"(This memory is about {tokens.count(text)} tokens, {tokens.method()}.)\n"
+    return text + f"(This memory is about {llm_tokens.count(text)} tokens, {llm_tokens.method()}.)\n"
 
 
 def answers(hist: History, agent: str) -> str:

@@ -92,6 +92,11 @@ def archived(repo: Path) -> dict[str, str]:
     return {ref[len(ARCHIVE):]: sha for ref, sha in git.refs(repo, ARCHIVE).items()}
 
 
+def create(repo: Path, name: str, sha: str, message: str) -> None:
+    """A new genome branch, create-only: a name is never reused, so no child overwrites another."""
+    git.update_ref(repo, LIVE + name, sha, old="", message=message)
+
+
 def prune(repo: Path, names: dict[str, str]) -> None:
     """Move pruned branches to the archive in one ref transaction: all move or none do."""
     if not names:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from . import fitness, git, mutation, population, requests
+from . import breeding, fitness, git, population, review
 from .config import Config, resolved_operator
 from .errors import DarwinError
 from .population import ARCHIVE, LIVE
@@ -20,9 +20,9 @@ def check_records(repo: Path, cfg: Config) -> None:
     own readers meet some of them only after training (adding a run to a note it cannot read)."""
     fitness.all_fitness(repo, cfg.notes.fitness)
     git.notes_json(repo, cfg.notes.mutation)
-    mutation.failures(repo, cfg)
+    breeding.failures(repo, cfg)
     population.generations(repo)
-    requests.load(repo)
+    review.load(repo)
 
 
 def _mfu(doc: dict) -> float | None:
@@ -71,7 +71,7 @@ def llm_usage(repo: Path, cfg: Config) -> dict:
     """Tokens, requests and cost summed over every mutation note and every failed proposal."""
     total = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0, "cost_usd": 0.0}
     notes = list(git.notes_json(repo, cfg.notes.mutation).values())
-    for note in notes + mutation.failures(repo, cfg):
+    for note in notes + breeding.failures(repo, cfg):
         usage = note.get("usage") if isinstance(note.get("usage"), dict) else {}
         for key in ("prompt_tokens", "completion_tokens", "requests"):
             total[key] += int(usage.get(key) or 0)
@@ -101,7 +101,7 @@ def describe(repo: Path, cfg: Config, name: str) -> dict:
         "name": display, "sha": sha, "title": ci.subject, "body": ci.body.split("\n\nDarwin-")[0].strip()
         if ci.trailers else ci.body, "trailers": ci.trailers, "diff": diff,
         "fitness": fitness.of(repo, cfg.notes.fitness, sha),
-        "failures": [f for f in mutation.failures(repo, cfg) if f["parent"] == sha],
+        "failures": [f for f in breeding.failures(repo, cfg) if f["parent"] == sha],
     }
 
 

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from darwin_git.config import Config
 from darwin_git.corpus import prepare
-from darwin_git.evaluator import EvalSettings
+from darwin_git.config import EvalSettings
 
 GENOME = Path(__file__).resolve().parent.parent / "genome"
 WORDS = ("the king queen lord lady love death night day sword crown heart blood fair sweet good noble "

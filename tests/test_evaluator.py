@@ -11,7 +11,8 @@ from click.testing import CliRunner
 import darwin_git
 from darwin_git import sandbox
 from darwin_git.cli import main
-from darwin_git.evaluator import evaluate, parse_budget
+from darwin_git.config import parse_budget
+from darwin_git.evaluator import evaluate
 from darwin_git.errors import DarwinError
 
 from .conftest import commit_edit, git, quick

@@ -17,7 +17,8 @@ import ray  # imported, never skipped: a CI without Ray fails here
 
 from darwin_git import evaluator
 from darwin_git.errors import DarwinError
-from darwin_git.executors import ExecutorSettings, Job, executor_for, local
+from darwin_git.config import ExecutorSettings
+from darwin_git.executors import Job, executor_for, local
 from darwin_git.executors.local import LocalExecutor, visible_devices
 
 from .conftest import GENOME, _test_env, git, tiny_settings

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from darwin_git import config, mutation
+from darwin_git import breeding, config
 from darwin_git.generation import Generation
 from darwin_git.git import lock
 from darwin_git.operators import Proposal
@@ -75,7 +75,7 @@ def test_crossover_conflict_in_a_generation_is_a_recorded_failure(tmp_path, corp
     generation = Generation(repo, cfg, quiet())
     assert generation._breed(1, plan) == {}
     assert generation._breed(1, plan) == {}  # a recorded failure is not tried again
-    fails = mutation.failures(repo, cfg)
+    fails = breeding.failures(repo, cfg)
     assert len(fails) == 1 and fails[0]["parent"] == live["ada"]
     assert (fails[0]["generation"], fails[0]["slot"], fails[0]["operator"]) == (1, 0, "crossover")
     assert "conflict" in fails[0]["reason"] and "train.py" in fails[0]["reason"]
@@ -128,7 +128,7 @@ def test_generation_resumes_after_sigkill_without_redoing_work(baseline_repo, tm
     plan, summary = generation_doc(repo, 1, "plan"), generation_doc(repo, 1, "summary")
     planned = {s["child"]: s["slot"] for s in plan["slots"]}
     children = _children(repo)
-    failed = {(f["generation"], f["slot"]) for f in mutation.failures(repo, config.load(repo))}
+    failed = {(f["generation"], f["slot"]) for f in breeding.failures(repo, config.load(repo))}
     for child, slot in planned.items():
         assert (child in children) != ((1, slot) in failed), child  # a branch or a failure, never both
     assert set(children) <= set(planned)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from darwin_git import git, mutation, population
+from darwin_git import breeding, git, patches, population
 from darwin_git.fitness import add_run
 from darwin_git.population import init_repo
 
@@ -32,8 +32,8 @@ def test_the_harness_never_runs_hooks_and_people_still_do(tmp_path, corpus_file)
     assert (wt / "train.py").is_file()
     git.worktree_remove(repo, wt)
     train = plain_git(repo, "show", f"{root}:train.py")
-    tree = mutation.apply(repo, root, diff("train.py", train, edit(train, "= 2e-3", "= 4e-3")))
-    child = mutation.commit_child(repo, cfg, "ada-g1-0", tree, [root], "Raise the learning rate", "Faster.",
+    tree = patches.apply(repo, root, diff("train.py", train, edit(train, "= 2e-3", "= 4e-3")))
+    child = breeding.commit_child(repo, cfg, "ada-g1-0", tree, [root], "Raise the learning rate", "Faster.",
                                   {"Darwin-Operator": "test"}, {"operator": "test"})  # commit, note, create-only ref
     add_run(repo, {"commit": child.sha, "seed": 1, "status": "ok", "test_bpb": 2.0}, cfg.notes.fitness)
     git.update_ref(repo, "refs/heads/darwin/bo", child.sha, old=root)

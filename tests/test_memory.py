@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from darwin_git import fitness, memory, mutation, population, tokens
+from darwin_git import breeding, fitness, memory, patches, population
 from darwin_git.config import Config
-from darwin_git.operators import Proposal
+from darwin_git.operators import Proposal, llm_tokens
 from darwin_git.operators.llm import LlmOperator
 from darwin_git.operators.offline import unified_diff
 from darwin_git.population import init_repo
@@ -43,14 +43,14 @@ class History:
         files = {"train.py": git(self.repo, "show", f"{parent}:train.py")}
         old = next(line for line in files["train.py"].splitlines() if line.startswith(knob.split(" =")[0] + " ="))
         patch = unified_diff(files, {"train.py": files["train.py"].replace(old + "\n", knob + "\n", 1)})
-        tree = mutation.apply(self.repo, parent, patch)
+        tree = patches.apply(self.repo, parent, patch)
         agent = population.agent_of(name)
         proposal = Proposal(title, f"Reasoning for {title}.", patch, "llm", "stub-model",
                             {"prompt_tokens": 100, "completion_tokens": 20, "requests": 1, "cost_usd": 0.001})
         trailers = {"Darwin-Agent": agent, "Darwin-Author": author, "Darwin-Parent": parent, "Darwin-Operator": "llm",
                     "Darwin-Generation": str(g), "Darwin-Slot": str(slot)}
-        sha = mutation.commit_child(self.repo, self.cfg, name, tree, [parent], title, proposal.reasoning, trailers,
-                                    mutation.mutation_note(proposal, g, author, agent)).sha
+        sha = breeding.commit_child(self.repo, self.cfg, name, tree, [parent], title, proposal.reasoning, trailers,
+                                    breeding.mutation_note(proposal, g, author, agent)).sha
         self.plans.setdefault(g, []).append({"slot": slot, "child": name, "author": author,
                                              "parents": [{"name": agent, "sha": parent}], "kind": "mutation"})
         if bpb is not None or error:
@@ -58,7 +58,7 @@ class History:
         return sha
 
     def failed(self, parent: str, target: str, author: str, g: int, slot: int, reason: str) -> None:
-        mutation.record_failure(self.repo, self.cfg, parent, g, slot, reason, "llm", "not a diff", "A failed idea")
+        breeding.record_failure(self.repo, self.cfg, parent, g, slot, reason, "llm", "not a diff", "A failed idea")
         self.plans.setdefault(g, []).append({"slot": slot, "child": f"{target}-g{g}-{slot}", "author": author,
                                              "parents": [{"name": target, "sha": parent}], "kind": "mutation"})
 
@@ -92,7 +92,7 @@ def test_memory_is_the_authors_scored_trajectory_oldest_first(story):
     assert "(on bo's lineage)" in lines[4] and "2.0000 -> 1.9700" in lines[4]
     assert "Reasoning for Raise the learning rate." in text  # from the mutation note
     assert "Halve the warmup" not in text  # bo's own change is bo's memory, not ada's
-    assert "The template scored 2.0000" in text and tokens.method() in text
+    assert "The template scored 2.0000" in text and llm_tokens.method() in text
     bo = memory.agent_memory(story.repo, story.cfg, "bo")
     assert "Halve the warmup" in bo and "Lower beta2" not in bo
 
@@ -104,7 +104,7 @@ def test_memory_over_budget_keeps_the_best_the_worst_and_the_most_recent(tmp_pat
     for g, bpb in enumerate(scores, 1):
         parent = h.child(parent, f"ada-g{g}-0", "ada", g, 0, f"Change number {g}", f"learning_rate = {g}e-3", bpb)
     full = memory.agent_memory(h.repo, h.cfg, "ada", budget_tokens=100_000)
-    short = memory.agent_memory(h.repo, h.cfg, "ada", budget_tokens=tokens.count(full) // 3)
+    short = memory.agent_memory(h.repo, h.cfg, "ada", budget_tokens=llm_tokens.count(full) // 3)
     kept = [line.split()[2] for line in short.splitlines() if line.startswith("- ")]
     assert 3 <= len(kept) < len(scores)
     assert {"ada-g3-0", "ada-g6-0", "ada-g12-0"} <= set(kept)  # best, worst, most recent

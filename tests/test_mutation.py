@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from darwin_git import mutation
+from darwin_git import breeding, patches
 from darwin_git.generation import agent_of
 from darwin_git.population import init_repo
 
@@ -70,28 +70,28 @@ def test_child_commit_carries_trailers_reasoning_and_notes(evolved_repo):
 def test_malformed_and_empty_patches_are_rejected(template):
     repo, root, _ = template
     for garbage in ("this is not a diff\nat all\n", "@@ -1,2 +1,2 @@\n-a\n+b\n"):
-        with pytest.raises(mutation.Rejected, match="malformed"):
-            mutation.apply(repo, root, garbage)
+        with pytest.raises(patches.Rejected, match="malformed"):
+            patches.apply(repo, root, garbage)
     for empty in ("", "  \n\n"):
-        with pytest.raises(mutation.Rejected, match="empty patch"):
-            mutation.apply(repo, root, empty)
+        with pytest.raises(patches.Rejected, match="empty patch"):
+            patches.apply(repo, root, empty)
 
 
 def test_patches_touching_evaluator_owned_files_are_rejected(template):
     repo, root, _ = template
     settings = git(repo, "show", f"{root}:darwin.toml")
-    with pytest.raises(mutation.Rejected, match="evaluator owns"):
-        mutation.apply(repo, root, diff("darwin.toml", settings, settings.replace("20800tokens", "2000000tokens")))
+    with pytest.raises(patches.Rejected, match="evaluator owns"):
+        patches.apply(repo, root, diff("darwin.toml", settings, settings.replace("20800tokens", "2000000tokens")))
     hook = "--- /dev/null\n+++ b/hooks/pre-commit\n@@ -0,0 +1 @@\n+exit 0\n"
-    with pytest.raises(mutation.Rejected, match="evaluator owns"):
-        mutation.apply(repo, root, "diff --git a/hooks/pre-commit b/hooks/pre-commit\nnew file mode 100755\n" + hook)
+    with pytest.raises(patches.Rejected, match="evaluator owns"):
+        patches.apply(repo, root, "diff --git a/hooks/pre-commit b/hooks/pre-commit\nnew file mode 100755\n" + hook)
     ignore = ("diff --git a/.gitignore b/.gitignore\nnew file mode 100644\n"
               "--- /dev/null\n+++ b/.gitignore\n@@ -0,0 +1 @@\n+*\n")
-    with pytest.raises(mutation.Rejected, match="evaluator owns"):
-        mutation.apply(repo, root, ignore)
+    with pytest.raises(patches.Rejected, match="evaluator owns"):
+        patches.apply(repo, root, ignore)
     escape = "--- a/../outside.py\n+++ b/../outside.py\n@@ -1 +1 @@\n-a\n+b\n"
-    with pytest.raises(mutation.Rejected, match="outside the genome"):
-        mutation.apply(repo, root, escape)
+    with pytest.raises(patches.Rejected, match="outside the genome"):
+        patches.apply(repo, root, escape)
 
 
 # ---- the result is checked, not the patch text: git headers unidiff does not report ------------------
@@ -150,14 +150,14 @@ def test_what_a_patch_would_commit_is_checked_on_the_tree_git_writes(template, t
     repo, root, train = template
     refs = git(repo, "for-each-ref")
     for name, (patch, words) in attacks(repo, root, train, tmp_path).items():
-        with pytest.raises(mutation.Rejected) as e:
-            mutation.apply(repo, root, patch)
+        with pytest.raises(patches.Rejected) as e:
+            patches.apply(repo, root, patch)
         assert words in str(e.value), (name, str(e.value))
     assert git(repo, "for-each-ref") == refs
-    tree = mutation.apply(repo, root, decoy(train))  # the honest part alone still applies
+    tree = patches.apply(repo, root, decoy(train))  # the honest part alone still applies
     assert "learning_rate = 3e-3\n" in git(repo, "cat-file", "blob", f"{tree}:train.py")
-    with pytest.raises(mutation.Rejected, match="not UTF-8 text"):
-        mutation.apply(repo, root, decoy(train).replace("3e-3", "3e-3  # \ud800"))
+    with pytest.raises(patches.Rejected, match="not UTF-8 text"):
+        patches.apply(repo, root, decoy(train).replace("3e-3", "3e-3  # \ud800"))
 
 
 def test_an_attack_from_an_operator_is_a_recorded_failure_and_no_commit(tmp_path, corpus_file):
@@ -182,7 +182,7 @@ def test_an_attack_from_an_operator_is_a_recorded_failure_and_no_commit(tmp_path
     plan = generation._plan(1)
     assert generation._breed(1, plan) == {}
     assert darwin_refs(repo, "refs/heads/darwin/") == {"ada": root}
-    [failure] = mutation.failures(repo, cfg)
+    [failure] = breeding.failures(repo, cfg)
     assert "hooks/pre-commit" in failure["reason"] and failure["patch"] == patch
 
 
@@ -190,14 +190,14 @@ def test_noop_and_invalid_python_are_rejected(template):
     repo, root, train = template
     change = diff("train.py", train, edit(train, "learning_rate = 2e-3\n", "learning_rate = 3e-3\n"))
     same = change.replace("+learning_rate = 3e-3", "+learning_rate = 2e-3")  # removes a line, adds it back
-    with pytest.raises(mutation.Rejected, match="no-op"):
-        mutation.apply(repo, root, same)
+    with pytest.raises(patches.Rejected, match="no-op"):
+        patches.apply(repo, root, same)
     broken = diff("train.py", train, edit(train, "learning_rate = 2e-3\n", "learning_rate = (2e-3\n"))
-    with pytest.raises(mutation.Rejected, match="not valid Python"):
-        mutation.apply(repo, root, broken)
+    with pytest.raises(patches.Rejected, match="not valid Python"):
+        patches.apply(repo, root, broken)
     stale = diff("train.py", train.replace("n_layer = 4", "n_layer = 99"), train.replace("n_layer = 4", "n_layer = 5"))
-    with pytest.raises(mutation.Rejected, match="does not apply"):
-        mutation.apply(repo, root, stale)
+    with pytest.raises(patches.Rejected, match="does not apply"):
+        patches.apply(repo, root, stale)
 
 
 def test_wrong_hunk_line_counts_still_apply(template):
@@ -206,13 +206,13 @@ def test_wrong_hunk_line_counts_still_apply(template):
     header = next(line for line in good.splitlines() if line.startswith("@@"))
     assert header == "@@ -22,7 +22,7 @@"  # 3 lines of context each side
     wrong = good.replace(header, "@@ -20,3 +20,3 @@")  # the kind of count an LLM gets wrong
-    tree = mutation.apply(repo, root, wrong)
-    assert tree == mutation.apply(repo, root, good)
+    tree = patches.apply(repo, root, wrong)
+    assert tree == patches.apply(repo, root, good)
     assert "batch_size = 8\n" in git(repo, "cat-file", "blob", f"{tree}:train.py")
     # a count larger than the hunk, too, with another file after it (unidiff alone calls this malformed)
     model = git(repo, "show", f"{root}:model.py")
     second = diff("model.py", model, edit(model, "import math\n", "import math  # for sqrt\n"))
-    both = mutation.apply(repo, root, good.replace(header, "@@ -20,12 +20,12 @@") + second)
+    both = patches.apply(repo, root, good.replace(header, "@@ -20,12 +20,12 @@") + second)
     assert "batch_size = 8\n" in git(repo, "cat-file", "blob", f"{both}:train.py")
     assert "import math  # for sqrt\n" in git(repo, "cat-file", "blob", f"{both}:model.py")
 
@@ -239,27 +239,27 @@ def branches(tmp_path, corpus_file):
 
 def test_crossover_merges_two_parents_into_a_two_parent_commit(branches):
     repo, cfg, shas = branches
-    tree = mutation.merge(repo, shas["ada"], shas["bo"])
+    tree = patches.merge(repo, shas["ada"], shas["bo"])
     merged = git(repo, "cat-file", "blob", f"{tree}:train.py")
     assert "n_layer = 5\n" in merged and "weight_decay = 0.05\n" in merged
     trailers = {"Darwin-Agent": "ada", "Darwin-Parent": f"{shas['ada']} {shas['bo']}",
                 "Darwin-Operator": "crossover", "Darwin-Generation": "1"}
-    child = mutation.commit_child(repo, cfg, "ada-g1-0", tree, [shas["ada"], shas["bo"]], "Crossover: bo into ada",
+    child = breeding.commit_child(repo, cfg, "ada-g1-0", tree, [shas["ada"], shas["bo"]], "Crossover: bo into ada",
                                   "Both edits, together.", trailers, {"operator": "crossover"})
     assert git(repo, "log", "--format=%P", "-1", child.sha).split() == [shas["ada"], shas["bo"]]
     assert git(repo, "rev-parse", "darwin/ada-g1-0").strip() == child.sha
     assert git(repo, "log", "-1", "--format=%(trailers:key=Darwin-Parent,valueonly)", child.sha).strip() \
         == f"{shas['ada']} {shas['bo']}"
     with pytest.raises(Exception, match="reference already exists|cannot lock ref"):
-        mutation.commit_child(repo, cfg, "ada-g1-0", tree, [shas["ada"], shas["bo"]], "again", "again", trailers, {})
-    with pytest.raises(mutation.Rejected, match="adds nothing"):
-        mutation.merge(repo, shas["ada"], child.sha)
+        breeding.commit_child(repo, cfg, "ada-g1-0", tree, [shas["ada"], shas["bo"]], "again", "again", trailers, {})
+    with pytest.raises(patches.Rejected, match="adds nothing"):
+        patches.merge(repo, shas["ada"], child.sha)
 
 
 def test_conflicting_crossover_is_rejected(branches):
     repo, _, shas = branches
-    with pytest.raises(mutation.Rejected, match="conflict") as e:
-        mutation.merge(repo, shas["ada"], shas["cy"])
+    with pytest.raises(patches.Rejected, match="conflict") as e:
+        patches.merge(repo, shas["ada"], shas["cy"])
     assert "train.py" in str(e.value)
 
 
@@ -272,5 +272,5 @@ def test_crossover_is_checked_on_the_merged_tree(branches):
     git(repo, "commit", "-qm", "A script")
     dee = git(repo, "rev-parse", "HEAD").strip()
     git(repo, "checkout", "-q", "main")
-    with pytest.raises(mutation.Rejected, match="makes 'tool.py' an executable file"):
-        mutation.merge(repo, shas["ada"], dee)
+    with pytest.raises(patches.Rejected, match="makes 'tool.py' an executable file"):
+        patches.merge(repo, shas["ada"], dee)

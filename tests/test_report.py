@@ -11,7 +11,7 @@ import pytest
 
 from darwin_git import config
 from darwin_git import git as plumbing
-from darwin_git.mutation import record_failure
+from darwin_git.breeding import record_failure
 
 from .conftest import assert_one_line_error, cli, clone_repo, darwin_refs, git
 

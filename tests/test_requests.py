@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import pytest
 
-from darwin_git import config, mutation, population, requests
+from darwin_git import config, patches, population, review
 from darwin_git import git as plumbing
 from darwin_git.generation import Generation
 from darwin_git.operators import RequestDraft
@@ -183,7 +183,7 @@ def test_conflicting_approval_moves_nothing_and_propose_works_from_a_file_and_a_
         assert len(git(repo, "log", "-1", "--format=%P", f"darwin/{branch}").split()) == 2
     assert git(repo, "rev-parse", "darwin/bo-g1-0").strip() in refs  # untouched
 
-    tree = mutation.apply(repo, "darwin/bo-g1-0", patch_file(repo, tmp_path, "darwin/bo-g1-0", "batch_size = 16",
+    tree = patches.apply(repo, "darwin/bo-g1-0", patch_file(repo, tmp_path, "darwin/bo-g1-0", "batch_size = 16",
                                                              "batch_size = 8").read_text())
     mine = git(repo, "commit-tree", tree, "-p", "darwin/bo-g1-0", "-m", "Smaller batches").strip()
     git(repo, "branch", "mine", mine)
@@ -278,15 +278,15 @@ def test_what_a_request_would_commit_is_checked_when_filed_and_when_approved(sto
         == {f"refs/heads/linked {git(repo, 'rev-parse', 'linked').strip()}"}
 
     draft = RequestDraft("script", "Tune it", "An agent's idea.", patch=cheats["copy to hooks/pre-commit"][0])
-    doc = requests.file(repo, cfg, draft, agent="ada", via="llm", genome="ada", base=root, generation=1)
+    doc = review.file(repo, cfg, draft, agent="ada", via="llm", genome="ada", base=root, generation=1)
     assert doc["commit"] == "" and "hooks/pre-commit" in doc["rationale"]  # still heard, without the edits
 
     # a log entry edited by hand to point at a commit that changes darwin.toml is not merged either
     settings = git(repo, "show", f"{root}:darwin.toml")
     evil = commit_on(repo, root, {"darwin.toml": ("100644", settings.replace('"20800tokens"', '"2000000tokens"'))}, "x")
     doc.update(commit=evil)
-    commit, old = plumbing.log_commit(repo, requests.LOG, {"r1.json": json.dumps(doc)}, "hand edit")
-    git(repo, "update-ref", requests.LOG, commit, old)
+    commit, old = plumbing.log_commit(repo, review.LOG, {"r1.json": json.dumps(doc)}, "hand edit")
+    git(repo, "update-ref", review.LOG, commit, old)
     before = population.living(repo)
     assert_one_line_error(cli("approve", "r1", "-C", repo),
                           "conflicts with darwin/ada: the change touches 'darwin.toml', which the evaluator owns")

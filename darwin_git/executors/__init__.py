@@ -21,21 +21,9 @@ from rich.console import Console
 from .. import git
 from ..corpus import Corpus
 from ..errors import DarwinError
-from ..evaluator import EvalSettings, FitnessRecord, WorkerLost
+from ..config import EXECUTORS, EvalSettings, ExecutorSettings
+from ..evaluator import FitnessRecord, WorkerLost
 from .display import SlotDisplay
-
-KINDS = ("local", "ray")
-
-
-@dataclass
-class ExecutorSettings:
-    """[executor] in darwin.toml (or --executor/--slots/--address): where evaluations run, never what they score."""
-
-    kind: str = "local"  # local | ray
-    slots: int = 0  # evaluations at once; 0: one per visible GPU (x per_device), CPU cores // threads, Ray: cluster CPUs // threads
-    per_device: int = 1  # evaluations packed on each GPU, for genomes too small to fill one
-    address: str = ""  # ray: "" starts a local instance; "auto" or "ray://host:10001" joins a cluster
-
 
 @dataclass(frozen=True)
 class Job:
@@ -123,8 +111,8 @@ class Executor(ABC):
 
 def executor_for(settings: ExecutorSettings, evaluation: EvalSettings) -> Executor:
     """The executor darwin.toml (and the command line) ask for; one-line errors for impossible requests."""
-    if settings.kind not in KINDS:
-        raise DarwinError(f"executor {settings.kind!r} is unknown; use one of {', '.join(KINDS)}")
+    if settings.kind not in EXECUTORS:
+        raise DarwinError(f"executor {settings.kind!r} is unknown; use one of {', '.join(EXECUTORS)}")
     if settings.slots < 0 or settings.per_device < 1:
         raise DarwinError("[executor] slots must be 0 (automatic) or more and per_device 1 or more")
     if settings.kind == "ray":

@@ -21,8 +21,9 @@ from typing import Any
 from ..compute import slot_cores
 from ..corpus import Corpus, cache_root
 from ..errors import DarwinError
-from ..evaluator import EvalSettings, evaluate
-from . import Executor, ExecutorSettings, Job, Slot
+from ..config import EvalSettings, ExecutorSettings
+from ..evaluator import evaluate
+from . import Executor, Job, Slot
 
 CANCEL_WAIT_S = 60.0
 

@@ -21,8 +21,9 @@ import ray
 from .. import git
 from ..corpus import Corpus, prepare
 from ..errors import DarwinError
-from ..evaluator import EvalSettings, evaluate
-from . import Executor, ExecutorSettings, Job, Slot
+from ..config import EvalSettings, ExecutorSettings
+from ..evaluator import evaluate
+from . import Executor, Job, Slot
 
 
 def evaluate_bundle(bundle: bytes, sha: str, settings: EvalSettings, test: bool = True) -> dict:

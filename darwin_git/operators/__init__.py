@@ -15,7 +15,7 @@ Check = Callable[[str], str | None]  # patch -> why it cannot become a commit, o
 @dataclass
 class RequestDraft:
     """Something only the people running the search can give (data, a reviewed change, a new
-    structure); the harness files it as a request (darwin_git/requests.py) and never waits for it."""
+    structure); the harness files it as a request (darwin_git/review.py) and never waits for it."""
 
     kind: str  # one of KINDS
     title: str

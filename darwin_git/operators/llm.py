@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 
 import openai
 
-from .. import tokens
+from . import llm_tokens
 from ..config import Config, Llm
 from ..errors import DarwinError
 from . import KINDS, Check, OperatorError, Proposal, RequestDraft
@@ -201,7 +201,7 @@ class LlmOperator:
         if s.max_requests and spent.requests >= s.max_requests:
             raise OperatorError(f"cost cap reached: {spent.requests} requests sent this generation "
                                 f"(max_requests = {s.max_requests})")
-        prompt = tokens.count(_text(messages))
+        prompt = llm_tokens.count(_text(messages))
         worst = prompt + max_tokens
         used = spent.prompt_tokens + spent.completion_tokens
         if s.max_tokens_total and used + worst > s.max_tokens_total:
@@ -214,8 +214,8 @@ class LlmOperator:
 
     def _account(self, messages: list[dict], text: str, usage, used: Usage) -> None:
         """Add a reply's tokens and cost; servers that report no usage get estimates."""
-        prompt = getattr(usage, "prompt_tokens", None) or tokens.count(_text(messages))
-        completion = getattr(usage, "completion_tokens", None) or tokens.count(text)
+        prompt = getattr(usage, "prompt_tokens", None) or llm_tokens.count(_text(messages))
+        completion = getattr(usage, "completion_tokens", None) or llm_tokens.count(text)
         step = Usage(prompt, completion, 0, (prompt * self.price[0] + completion * self.price[1]) / 1e6)
         used.add(step)
         self.spent.add(step)

@@ -1,29 +1,23 @@
-"""Turn a proposal into a child commit, or a recorded failure: validate, apply, commit, annotate.
+"""Untrusted text to a checked tree: the one gate every patch and merge passes before anything commits it.
 
 A proposal is untrusted text. It must parse as a unified diff (unidiff), touch only the
 genome's editable surface, apply with `git apply --recount` (3-way as fallback), change the
 tree, and apply in full (diff-tree counts must match the patch). The surface is checked twice:
 on the patch text for a readable early reason, then on the tree git wrote (`check_tree`), which
-is what counts, for mutations, crossovers and requests alike. Then the child is a commit
-with the reasoning as body and Darwin-* trailers, plus a JSON note under the mutation ref.
-Crossover is a `git merge-tree` of two parents, committed with both as parents.
+is what counts, for mutations, crossovers and requests alike. Crossover is a `git merge-tree`
+of two parents. Nothing here writes a ref: breeding.py and review.py commit what passes.
 """
 from __future__ import annotations
 
 import ast
-import hashlib
 import re
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from unidiff import PatchSet
 from unidiff.errors import UnidiffParseError
 
 from . import git
-from .config import CONFIG, Config
-from .operators import Proposal
-from .population import LIVE
+from .config import CONFIG
 
 OWNED_PREFIXES = (".git", "hooks/")
 HUNK = re.compile(r"^@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@(.*)$")
@@ -31,15 +25,6 @@ HUNK = re.compile(r"^@@ -(\d+)(?:,\d+)? \+(\d+)(?:,\d+)? @@(.*)$")
 
 class Rejected(Exception):
     """A proposal that cannot become a commit; the message is the recorded reason."""
-
-
-@dataclass
-class Child:
-    name: str  # branch short name: darwin/<name>
-    sha: str
-    parents: list[str]
-    operator: str
-    title: str
 
 
 def owned(path: str) -> bool:
@@ -165,58 +150,6 @@ def _utf8(data: bytes) -> bool:
     except UnicodeDecodeError:
         return False
     return True
-
-
-def message(title: str, reasoning: str, trailers: dict[str, str]) -> str:
-    lines = "\n".join(f"{k}: {v}" for k, v in trailers.items() if v)
-    return f"{title.strip().splitlines()[0][:72]}\n\n{reasoning.strip()}\n\n{lines}\n"
-
-
-def commit_child(repo: Path, cfg: Config, name: str, tree: str, parents: list[str], title: str,
-                 reasoning: str, trailers: dict[str, str], note: dict) -> Child:
-    """Write the commit and its mutation note, then create the branch (create-only: no duplicates)."""
-    sha = git.commit_tree(repo, tree, parents, message(title, reasoning, trailers))
-    git.note_set_json(repo, cfg.notes.mutation, sha, note)
-    git.update_ref(repo, LIVE + name, sha, old="", message=f"darwin-git: {trailers.get('Darwin-Operator')}")
-    return Child(name, sha, parents, trailers.get("Darwin-Operator", ""), title)
-
-
-def mutation_note(proposal: Proposal, generation: int, author: str, target: str) -> dict:
-    return {
-        "operator": proposal.operator, "model": proposal.model, "prompt_sha256": proposal.prompt_digest,
-        "reasoning": proposal.reasoning, "title": proposal.title, "usage": proposal.usage,
-        "cost_usd": proposal.usage.get("cost_usd", 0.0), "generation": generation,
-        "author": author, "target": target, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-
-
-def record_failure(repo: Path, cfg: Config, parent: str, generation: int, slot: int, reason: str,
-                   operator: str, patch: str = "", title: str = "", usage: dict | None = None) -> None:
-    """Failures are kept, not dropped: a JSON line on the parent under the failures notes ref."""
-    git.note_append_jsonl(repo, cfg.notes.failures, parent, {
-        "generation": generation, "slot": slot, "reason": reason, "operator": operator, "title": title,
-        "usage": usage or {}, "cost_usd": (usage or {}).get("cost_usd", 0.0),
-        "patch": patch, "patch_sha256": hashlib.sha256(patch.encode()).hexdigest() if patch else "",
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    })
-
-
-FAILURE = {"generation": (int,), "slot": (int,), "reason": (str,)}  # what readers of failures rely on
-
-
-def failures(repo: Path, cfg: Config) -> list[dict]:
-    """Every recorded failure, in two git calls; a line that is not one is a one-line error naming it."""
-    ref, rows = cfg.notes.failures, []
-    for parent, text in git.notes_all(repo, ref).items():
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            row, problem = git.json_object(line, FAILURE)
-            if problem:
-                raise git.corrupt_note(ref, parent, f"line {number} {problem}",
-                                       " (the failed proposals it records are forgotten)")
-            rows.append({**row, "parent": parent})
-    return rows
 
 
 def merge(repo: Path, a: str, b: str) -> str:

@@ -21,7 +21,7 @@ import re
 import time
 from pathlib import Path
 
-from . import fitness, git, mutation, population
+from . import fitness, git, patches, population
 from .config import Config
 from .errors import DarwinError
 from .operators import KINDS, RequestDraft
@@ -135,8 +135,8 @@ def file(repo: Path, cfg: Config, draft: RequestDraft, *, agent: str, via: str, 
     tree, rationale = None, draft.rationale.strip()
     if draft.patch:
         try:
-            tree = mutation.apply(repo, base, draft.patch)
-        except mutation.Rejected as e:
+            tree = patches.apply(repo, base, draft.patch)
+        except patches.Rejected as e:
             if strict:
                 raise DarwinError(f"the change cannot be filed: {_one_line(str(e))}") from None
             rationale += f"\n\n(The proposed edits were left out: {e})"
@@ -149,7 +149,7 @@ def file(repo: Path, cfg: Config, draft: RequestDraft, *, agent: str, via: str, 
         commit, commands = "", []
         if tree:
             trailers = {"Darwin-Request": rid, "Darwin-Requested-By": agent, "Darwin-Kind": draft.kind}
-            commit = git.commit_tree(repo, tree, [base], mutation.message(draft.title, rationale or draft.title,
+            commit = git.commit_tree(repo, tree, [base], git.commit_message(draft.title, rationale or draft.title,
                                                                           trailers))
             commands.append(f"create {REFS}{rid} {commit}")
         now = _now()
@@ -207,7 +207,7 @@ def approve(repo: Path, cfg: Config, rid: str, by: str, reason: str = "", to: tu
             for branch, tip in sorted(targets.items()):
                 try:
                     merges[branch] = _merge(repo, doc, branch, tip, generation, by, reason)
-                except mutation.Rejected as e:
+                except patches.Rejected as e:
                     problems.append(f"darwin/{branch}: {_one_line(str(e))}")
             if problems:
                 raise DarwinError(f"request {rid} conflicts with {'; '.join(problems)}; nothing was merged "
@@ -288,10 +288,10 @@ def _merge(repo: Path, doc: dict, branch: str, tip: str, generation: int, by: st
     would commit is not genome text (checked here too: the log that names the commit is plain git)."""
     side = doc["commit"]
     if tip == doc["base"]:
-        mutation.check_tree(repo, git.tree_of(repo, tip), git.tree_of(repo, side))
+        patches.check_tree(repo, git.tree_of(repo, tip), git.tree_of(repo, side))
     else:
-        tree = mutation.apply(repo, tip, git.git(repo, "diff-tree", "-p", "--full-index", doc["base"], doc["commit"]))
-        side = git.commit_tree(repo, tree, [tip], mutation.message(
+        tree = patches.apply(repo, tip, git.git(repo, "diff-tree", "-p", "--full-index", doc["base"], doc["commit"]))
+        side = git.commit_tree(repo, tree, [tip], git.commit_message(
             f"{doc['title']} (request {doc['id']} on darwin/{branch})", doc["rationale"],
             {"Darwin-Request": doc["id"], "Darwin-Requested-By": doc["agent"], "Darwin-Kind": doc["kind"]}))
     agent = agent_of(branch)
@@ -302,7 +302,7 @@ def _merge(repo: Path, doc: dict, branch: str, tip: str, generation: int, by: st
     body = (f"{doc['rationale']}\n\nRequested by {doc['agent']} ({doc['via']}); approved by {by}"
             + (f": {reason}" if reason else "."))
     return git.commit_tree(repo, git.tree_of(repo, side), [tip, side],
-                           mutation.message(f"Merge request {doc['id']}: {doc['title']}", body, trailers))
+                           git.commit_message(f"Merge request {doc['id']}: {doc['title']}", body, trailers))
 
 
 def _data_file(path: Path) -> dict:
