@@ -251,7 +251,7 @@ class Generation:
             self._report(job.name, job.sha, record, doc, parent_fit.get(parent) if parent else None)
 
     def _report(self, name: str, sha: str, record: dict, doc: dict, parent_fitness: float | None) -> None:
-        info = population.commit_info(self.repo, [sha]).get(sha)
+        info = git.commit_info(self.repo, [sha]).get(sha)
         operator = info.trailers.get("Darwin-Operator", "template") if info else ""
         bpb = f"{record['val_bpb']:.4f}" if record["val_bpb"] is not None else "-"
         delta = ""

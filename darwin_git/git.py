@@ -62,6 +62,27 @@ def toplevel(path: Path | str = ".") -> Path:
                           "run this in an evolution repo (see `darwin-git init`)") from None
 
 
+def init(path: Path | str, bare: bool = False) -> None:
+    """A new repository at `path` whose first branch is main."""
+    git(Path(path).parent, "init", "-q", *(["--bare"] if bare else ["-b", "main"]), str(path))
+
+
+def config_get(repo: Path, key: str) -> str:
+    """A git config value, or "" when it is not set."""
+    return git(repo, "config", key, check=False).strip()
+
+
+def config_set(repo: Path, key: str, value: str) -> None:
+    git(repo, "config", key, value)
+
+
+def commit_paths(repo: Path, paths: list[str], message: str) -> str:
+    """Stage `paths` of the work tree and commit them on the current branch: the one commit made with an index."""
+    git(repo, "add", *paths)
+    git(repo, "commit", "-q", "-m", message)
+    return resolve(repo, "HEAD")
+
+
 def git_dir(repo: Path) -> Path:
     return Path(git(repo, "rev-parse", "--absolute-git-dir").strip())
 
@@ -397,6 +418,92 @@ def unbundle(repo: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         git(repo, "bundle", "unbundle", f.name)
+
+
+@dataclass
+class CommitInfo:
+    sha: str
+    tree: str
+    parents: list[str]
+    subject: str
+    body: str
+    trailers: dict[str, str]
+
+
+def commit_info(repo: Path, shas: list[str]) -> dict[str, CommitInfo]:
+    """Subject, body and trailers of many commits in one `git log` call."""
+    if not shas:
+        return {}
+    fmt = "%H%x1f%T%x1f%P%x1f%s%x1f%b%x1f%(trailers:only,unfold)%x1e"
+    out = git(repo, "log", "--no-walk=unsorted", f"--format={fmt}", "--stdin", input="\n".join(shas) + "\n")
+    info = {}
+    for rec in out.split("\x1e"):
+        parts = rec.strip("\n").split("\x1f")
+        if len(parts) < 6:
+            continue
+        sha, tree, parents, subject, body, trailers = parts
+        pairs = dict(line.split(": ", 1) for line in trailers.splitlines() if ": " in line)
+        info[sha] = CommitInfo(sha, tree, parents.split(), subject, body.strip(), pairs)
+    return info
+
+
+def rev_list(repo: Path, *revs: str, globs: tuple[str, ...] = (), first_parent: bool = False,
+             reverse: bool = False) -> list[str]:
+    """Commits reachable from `revs` and the refs under each of `globs` (a prefix such as refs/heads/darwin/)."""
+    flags = [*(["--first-parent"] if first_parent else []), *(["--reverse"] if reverse else [])]
+    return git(repo, "rev-list", *flags, *revs, *(f"--glob={g}*" for g in globs)).split()
+
+
+def parents_of(repo: Path, globs: tuple[str, ...]) -> dict[str, list[str]]:
+    """{commit: its parents} for every commit reachable from the refs under `globs`, in one process."""
+    out = git(repo, "rev-list", "--parents", *(f"--glob={g}*" for g in globs))
+    return {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
+
+
+def diff(repo: Path, old: str, new: str, stat: bool = False, full_index: bool = False) -> str:
+    """The patch (or its --stat) from `old` to `new`, commits or trees."""
+    return git(repo, "diff-tree", "--stat" if stat else "-p", *(["--full-index"] if full_index else []), old, new)
+
+
+def diffs(repo: Path, pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """{commit: its patch against the given parent} for many (commit, parent) pairs in one process."""
+    if not pairs:
+        return {}
+    out = git(repo, "diff-tree", "--stdin", "-p", "--format=%x1e%H", input="".join(f"{c} {p}\n" for c, p in pairs))
+    found = {}
+    for record in out.split("\x1e")[1:]:
+        sha, _, patch = record.partition("\n")
+        found[sha] = patch.strip("\n")
+    return found
+
+
+def numstat(repo: Path, old: str, new: str) -> dict[str, tuple[int, int]]:
+    """{path: (lines added, lines removed)} between two trees; a binary file counts (0, 0)."""
+    counts = {}
+    for line in git(repo, "diff-tree", "-r", "--numstat", old, new).splitlines():
+        added, removed, path = line.split("\t", 2)
+        counts[path] = (int(added), int(removed)) if added != "-" else (0, 0)
+    return counts
+
+
+def format_patch(repo: Path, sha: str) -> str:
+    """One commit as `git format-patch` writes it: mail headers, message, diff; `git am` takes it."""
+    return git(repo, "format-patch", "-1", "--stdout", sha)
+
+
+def merge_base(repo: Path, a: str, b: str) -> str:
+    return git(repo, "merge-base", a, b).strip()
+
+
+def committer_name(repo: Path) -> str:
+    """git's committer name (user.name or GIT_COMMITTER_NAME), "unknown" when there is none."""
+    ident = git(repo, "var", "GIT_COMMITTER_IDENT", check=False)
+    return ident.split(" <", 1)[0].strip() or "unknown"
+
+
+def last_trailer(repo: Path, rev: str, key: str) -> str:
+    """The `key` trailer's value on the commit `rev` names ("" when it has none)."""
+    return git(repo, "log", "-1", f"--format=%(trailers:key={key},valueonly)", rev).strip()
 
 
 def history_trailer(repo: Path, rev: str, key: str) -> list[tuple[str, int, str]]:

@@ -80,8 +80,8 @@ def history(repo: Path, cfg: Config) -> History:
     """Every darwin commit (living and archived) with scores, and every failed attempt: ~12 git processes."""
     living, archived = population.living(repo), population.archived(repo)
     names = {sha: n for n, sha in archived.items()} | {sha: n for n, sha in living.items()}
-    shas = git.git(repo, "rev-list", f"--glob={LIVE}*", f"--glob={ARCHIVE}*").split()
-    info = population.commit_info(repo, shas)
+    shas = git.rev_list(repo, globs=(LIVE, ARCHIVE))
+    info = git.commit_info(repo, shas)
     docs = fitness.all_fitness(repo, cfg.notes.fitness)
     notes = git.notes_json(repo, cfg.notes.mutation)
     live_shas = set(living.values())
@@ -271,12 +271,9 @@ def inspiration(repo: Path, cfg: Config, k: int = INSPIRATION, hist: History | N
     best = improvements(hist or history(repo, cfg))[:k]
     if not best:
         return []
-    out = git.git(repo, "diff-tree", "--stdin", "-p", "--format=%x1e%H",
-                  input="".join(f"{c.sha} {c.parent}\n" for c in best))
     diffs = {}
-    for record in out.split("\x1e")[1:]:
-        sha, _, diff = record.partition("\n")
-        lines = diff.strip("\n").splitlines()
+    for sha, diff in git.diffs(repo, [(c.sha, c.parent) for c in best]).items():
+        lines = diff.splitlines()
         more = f"\n... ({len(lines) - DIFF_LINES} more lines)" if len(lines) > DIFF_LINES else ""
         diffs[sha] = "\n".join(lines[:DIFF_LINES]) + more
     return [f"# Best change {i} in the population: {c.title}\n{c.name}, generation {c.generation}, {c.operator}, "
@@ -342,18 +339,14 @@ def population_digest(repo: Path, cfg: Config) -> str:
 def digest_generation(repo: Path) -> int | None:
     if not git.exists(repo, DIGEST):
         return None
-    return _int(git.git(repo, "log", "-1", "--format=%(trailers:key=Darwin-Digest-Generation,valueonly)",
-                        DIGEST).strip())
+    return _int(git.last_trailer(repo, DIGEST, "Darwin-Digest-Generation"))
 
 
 def write_digest(repo: Path, text: str, generation: int, source: str) -> None:
     """Add a digest commit: objects first, then a compare-and-swap move of refs/darwin/digest."""
-    old = git.resolve(repo, DIGEST) if git.exists(repo, DIGEST) else ""
-    blob = git.git(repo, "hash-object", "-w", "--stdin", input=text).strip()
-    tree = git.git(repo, "mktree", input=f"100644 blob {blob}\tdigest.md\n").strip()
     message = (f"digest as of generation {generation} ({source})\n\n"
                f"Darwin-Digest-Generation: {generation}\nDarwin-Digest-Source: {source}\n")
-    commit = git.commit_tree(repo, tree, [old] if old else [], message)
+    commit, old = git.log_commit(repo, DIGEST, {"digest.md": text}, message)
     git.update_ref(repo, DIGEST, commit, old=old, message=f"darwin-git: digest g{generation}")
 
 

@@ -99,11 +99,7 @@ def apply(repo: Path, parent: str, patch: str) -> str:
     check_tree(repo, base, tree)
     if tree == base:
         raise Rejected("no-op patch: the tree is unchanged")
-    numstat = git.git(repo, "diff-tree", "-r", "--numstat", base, tree)
-    applied = {}
-    for line in numstat.splitlines():
-        added, removed, path = line.split("\t", 2)
-        applied[path] = (int(added), int(removed)) if added != "-" else (0, 0)
+    applied = git.numstat(repo, base, tree)
     for f in patchset:
         path = _strip(f.target_file if f.target_file not in ("/dev/null",) else f.source_file)
         want, got = (f.added, f.removed), applied.get(path)

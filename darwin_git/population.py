@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import darwin_git
@@ -62,21 +61,20 @@ def init_repo(path: Path, cfg: Config) -> list[str]:
             raise DarwinError(f"{path} is already an evolution repo; run `darwin-git generation` in it")
         raise DarwinError(f"{path} exists and is not empty; choose a new directory for the evolution repo")
     path.mkdir(parents=True, exist_ok=True)
-    git.git(path, "init", "-q", "-b", "main")
+    git.init(path)
     for f in ("model.py", "train.py", "GENOME.md"):
         shutil.copy(_asset_dir("genome") / f, path / f)
     (path / CONFIG).write_text(cfg.to_toml())
     for key, value in (("notes.displayRef", "refs/notes/darwin/*"), ("notes.rewriteRef", "refs/notes/darwin/*"),
                        ("notes.rewrite.amend", "true"), ("notes.rewrite.rebase", "true"),
                        ("gc.reflogExpireUnreachable", "never")):
-        git.git(path, "config", key, value)
-    if not git.git(path, "config", "user.email", check=False).strip():
-        git.git(path, "config", "user.name", "darwin-git")
-        git.git(path, "config", "user.email", "darwin-git@localhost")
+        git.config_set(path, key, value)
+    if not git.config_get(path, "user.email"):
+        git.config_set(path, "user.name", "darwin-git")
+        git.config_set(path, "user.email", "darwin-git@localhost")
     install_hooks(path)
-    git.git(path, "add", "model.py", "train.py", "GENOME.md", CONFIG)
-    git.git(path, "commit", "-q", "-m", "Genome template: a compact GPT trainer (generation 0)")
-    root = git.resolve(path, "HEAD")
+    root = git.commit_paths(path, ["model.py", "train.py", "GENOME.md", CONFIG],
+                            "Genome template: a compact GPT trainer (generation 0)")
     names = agent_names(cfg.evolution.population)
     for name in names:
         git.update_ref(path, LIVE + name, root, old="", message="darwin-git init")
@@ -107,39 +105,11 @@ def prune(repo: Path, names: dict[str, str]) -> None:
     git.update_refs(repo, commands)
 
 
-@dataclass
-class CommitInfo:
-    sha: str
-    tree: str
-    parents: list[str]
-    subject: str
-    body: str
-    trailers: dict[str, str]
-
-
-def commit_info(repo: Path, shas: list[str]) -> dict[str, CommitInfo]:
-    """Subject, body and Darwin-* trailers of many commits in one `git log` call."""
-    if not shas:
-        return {}
-    fmt = "%H%x1f%T%x1f%P%x1f%s%x1f%b%x1f%(trailers:only,unfold)%x1e"
-    out = git.git(repo, "log", "--no-walk=unsorted", f"--format={fmt}", "--stdin", input="\n".join(shas) + "\n")
-    info = {}
-    for rec in out.split("\x1e"):
-        parts = rec.strip("\n").split("\x1f")
-        if len(parts) < 6:
-            continue
-        sha, tree, parents, subject, body, trailers = parts
-        pairs = dict(line.split(": ", 1) for line in trailers.splitlines() if ": " in line)
-        info[sha] = CommitInfo(sha, tree, parents.split(), subject, body.strip(), pairs)
-    return info
-
-
 def children_counts(repo: Path) -> dict[str, int]:
     """How many offspring each commit already has (living or archived), for parent choice."""
     counts: dict[str, int] = {}
-    out = git.git(repo, "rev-list", "--parents", f"--glob={LIVE}*", f"--glob={ARCHIVE}*")
-    for line in out.splitlines():
-        for parent in line.split()[1:]:
+    for parents in git.parents_of(repo, (LIVE, ARCHIVE)).values():
+        for parent in parents:
             counts[parent] = counts.get(parent, 0) + 1
     return counts
 

@@ -36,7 +36,7 @@ def leaderboard(repo: Path, cfg: Config, include_archive: bool = False) -> dict:
     if include_archive:
         names.update({name: (sha, True) for name, sha in population.archived(repo).items()})
     docs = fitness.all_fitness(repo, cfg.notes.fitness)
-    info = population.commit_info(repo, sorted({sha for sha, _ in names.values()}))
+    info = git.commit_info(repo, sorted({sha for sha, _ in names.values()}))
     rows = []
     for name, (sha, archived) in names.items():
         doc, ci = docs.get(sha, {}), info.get(sha)
@@ -95,8 +95,8 @@ def resolve_genome(repo: Path, name: str) -> tuple[str, str]:
 
 def describe(repo: Path, cfg: Config, name: str) -> dict:
     display, sha = resolve_genome(repo, name)
-    ci = population.commit_info(repo, [sha])[sha]
-    diff = git.git(repo, "diff", ci.parents[0], sha) if ci.parents else ""
+    ci = git.commit_info(repo, [sha])[sha]
+    diff = git.diff(repo, ci.parents[0], sha) if ci.parents else ""
     return {
         "name": display, "sha": sha, "title": ci.subject, "body": ci.body.split("\n\nDarwin-")[0].strip()
         if ci.trailers else ci.body, "trailers": ci.trailers, "diff": diff,
@@ -108,9 +108,9 @@ def describe(repo: Path, cfg: Config, name: str) -> dict:
 def ancestry(repo: Path, cfg: Config, name: str) -> list[dict]:
     """First-parent ancestry, oldest first, with each step's fitness change."""
     _, sha = resolve_genome(repo, name)
-    shas = git.git(repo, "rev-list", "--first-parent", "--reverse", sha).split()
+    shas = git.rev_list(repo, sha, first_parent=True, reverse=True)
     docs = fitness.all_fitness(repo, cfg.notes.fitness)
-    info = population.commit_info(repo, shas)
+    info = git.commit_info(repo, shas)
     rows, previous = [], None
     for s in shas:
         ci, f = info[s], docs.get(s, {}).get("fitness")

@@ -91,12 +91,12 @@ def get(repo: Path, rid: str) -> dict:
 
 def diff(repo: Path, doc: dict, stat: bool = False) -> str:
     """The change against the genome it was written for (its `--stat` with stat=True)."""
-    return git.git(repo, "diff-tree", "--stat" if stat else "-p", doc["base"], _commit(doc))
+    return git.diff(repo, doc["base"], _commit(doc), stat=stat)
 
 
 def format_patch(repo: Path, doc: dict) -> str:
     """The change as `git format-patch` writes it: mail headers, message, diff; `git am` takes it."""
-    return git.git(repo, "format-patch", "-1", "--stdout", _commit(doc))
+    return git.format_patch(repo, _commit(doc))
 
 
 def _commit(doc: dict) -> str:
@@ -107,8 +107,7 @@ def _commit(doc: dict) -> str:
 
 def reviewer(repo: Path) -> str:
     """Who is deciding: git's committer name (user.name or GIT_COMMITTER_NAME)."""
-    ident = git.git(repo, "var", "GIT_COMMITTER_IDENT", check=False)
-    return ident.split(" <", 1)[0].strip() or "unknown"
+    return git.committer_name(repo)
 
 
 # ---- filing -------------------------------------------------------------------------------------------
@@ -176,8 +175,7 @@ def propose(repo: Path, cfg: Config, source: str, title: str, to: str, rationale
     if Path(source).is_file():  # `git format-patch` output too: its "-- \n<git version>" signature is cut
         patch = re.sub(r"\n-- \n\d[\w.+-]*\n*\Z", "\n", Path(source).read_text(errors="replace"))
     elif git.exists(repo, source):
-        fork = git.git(repo, "merge-base", base, source).strip()
-        patch = git.git(repo, "diff-tree", "-p", "--full-index", fork, source)
+        patch = git.diff(repo, git.merge_base(repo, base, source), source, full_index=True)
     else:
         raise DarwinError(f"--from {source!r} is neither a patch file nor a branch or commit here")
     draft = RequestDraft(kind, title, rationale or title, "", patch)
@@ -290,7 +288,7 @@ def _merge(repo: Path, doc: dict, branch: str, tip: str, generation: int, by: st
     if tip == doc["base"]:
         patches.check_tree(repo, git.tree_of(repo, tip), git.tree_of(repo, side))
     else:
-        tree = patches.apply(repo, tip, git.git(repo, "diff-tree", "-p", "--full-index", doc["base"], doc["commit"]))
+        tree = patches.apply(repo, tip, git.diff(repo, doc["base"], doc["commit"], full_index=True))
         side = git.commit_tree(repo, tree, [tip], git.commit_message(
             f"{doc['title']} (request {doc['id']} on darwin/{branch})", doc["rationale"],
             {"Darwin-Request": doc["id"], "Darwin-Requested-By": doc["agent"], "Darwin-Kind": doc["kind"]}))

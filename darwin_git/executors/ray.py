@@ -30,7 +30,7 @@ def evaluate_bundle(bundle: bytes, sha: str, settings: EvalSettings, test: bool 
     """Runs on a Ray worker: rebuild `sha` from its bundle in a scratch repo and evaluate it there."""
     with tempfile.TemporaryDirectory(prefix="darwin-ray-") as tmp:
         repo = Path(tmp) / "repo.git"
-        git.git(tmp, "init", "-q", "--bare", str(repo))
+        git.init(repo, bare=True)
         git.unbundle(repo, bundle)
         # No compute box: Ray shares a node's cores among its tasks without saying which (README, "Fair compute").
         return evaluate(repo, sha, settings, prepare(settings.data, settings.tokenizer), test=test, cores=()).to_dict()
