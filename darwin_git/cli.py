@@ -349,8 +349,8 @@ def memory_cmd(agent, repo_dir) -> None:
     agents = sorted({population.agent_of(n) for n in {**population.living(repo), **population.archived(repo)}})
     if agent not in agents:
         raise DarwinError(f"no agent named {agent!r} here; the agents are {', '.join(agents) or 'none'}")
-    text, inspiration = memory.context(repo, cfg, agent)
-    click.echo("\n\n".join(item.strip() for item in (text, *inspiration) if item.strip()))
+    shown = memory.context(repo, cfg, agent, memory.history(repo, cfg))
+    click.echo("\n\n".join(item.strip() for item in (shown.memory, *shown.inspiration) if item.strip()))
 
 
 # ---- requests: what agents and people ask, reviewed like pull requests ------------------------------------

@@ -24,7 +24,7 @@ from .corpus import prepare
 from .errors import DarwinError
 from .evaluator import remove_stale_runs
 from .executors import Executor, Job, executor_for
-from .operators import Operator, OperatorError, Proposal
+from .operators import Check, Operator, OperatorError, Proposal
 from .population import agent_of
 from .report import check_records
 from .selection import Genome
@@ -87,8 +87,10 @@ class Generation:
             else:
                 g, plan = last, gens[last]["plan"]
                 self.console.print(f"[yellow]resuming generation {g}[/]")
-            self._refresh_digest(g)
-            children = self._breed(g, plan)
+            hist = memory.history(self.repo, self.cfg)  # what every slot's operator is shown comes from this one read
+            if self._refresh_digest(g, hist):
+                hist = memory.history(self.repo, self.cfg)
+            children = self._breed(g, plan, hist)
             candidates = {**plan["population"], **children}
             self._evaluate_missing(candidates, plan)
             self._confirm(candidates)
@@ -140,25 +142,32 @@ class Generation:
                 "parents": {s["child"]: s["parents"][0]["sha"] for s in slots}}
 
     # ---- breed -------------------------------------------------------------------------------
-    def _refresh_digest(self, g: int) -> None:
-        """Rewrite the population's "what worked" digest when due; an operator with a `digest`
-        method (the LLM) writes it, otherwise it is built deterministically from the evidence."""
+    def _refresh_digest(self, g: int, hist: memory.History) -> bool:
+        """Rewrite the population's "what worked" digest when due: the operator's rewrite (the LLM's),
+        or the deterministic one when it declines. True when a digest was written."""
         self.operator = self.operator or operator_for(self.cfg)
-        source = memory.refresh_digest(self.repo, self.cfg, g, getattr(self.operator, "digest", None))
+        source = memory.refresh_digest(self.repo, self.cfg, g, hist, self.operator.digest)
         if source:
             self.console.print(f"  digest of what worked rewritten ({source}): refs/darwin/digest")
+        return bool(source)
 
-    def _check(self, parent: str):
-        """The harness's verdict on a patch, for an operator's repair round: the reason, or None."""
+    def _checker(self, parent: str) -> tuple[Check, dict[str, str | patches.Rejected]]:
+        """The harness's verdict on a patch, for an operator's repair round (the reason, or None), and
+        the verdicts it reached by patch text: the final proposal's tree is then taken from there, so
+        a patch is validated and applied once."""
+        verdicts: dict[str, str | patches.Rejected] = {}
+
         def check(patch: str) -> str | None:
-            try:
-                patches.apply(self.repo, parent, patch)
-            except patches.Rejected as e:
-                return str(e)
-            return None
-        return check
+            if patch not in verdicts:
+                try:
+                    verdicts[patch] = patches.apply(self.repo, parent, patch)
+                except patches.Rejected as e:
+                    verdicts[patch] = e
+            verdict = verdicts[patch]
+            return str(verdict) if isinstance(verdict, patches.Rejected) else None
+        return check, verdicts
 
-    def _breed(self, g: int, plan: dict) -> dict[str, str]:
+    def _breed(self, g: int, plan: dict, hist: memory.History) -> dict[str, str]:
         """Make each planned child once; return {child name: sha} of those that exist."""
         made = {**population.living(self.repo), **population.archived(self.repo)}
         failed = {(f["generation"], f["slot"]) for f in breeding.failures(self.repo, self.cfg)}
@@ -174,20 +183,21 @@ class Generation:
             if known_trees is None:
                 everything = {**made, **{p: s for p, s in plan["population"].items()}}
                 known_trees = {git.tree_of(self.repo, sha): n for n, sha in everything.items()}
-            child = self._make(g, slot, known_trees)
+            child = self._make(g, slot, known_trees, hist)
             if child:
                 children[name] = child.sha
                 known_trees[git.tree_of(self.repo, child.sha)] = name
                 self.console.print(f"  + {name:<18} {child.operator:<24} {escape(child.title)}")
         return children
 
-    def _make(self, g: int, slot: dict, known_trees: dict[str, str]) -> breeding.Child | None:
+    def _make(self, g: int, slot: dict, known_trees: dict[str, str], hist: memory.History) -> breeding.Child | None:
         parents = [p["sha"] for p in slot["parents"]]
         names = [p["name"] for p in slot["parents"]]
         rng = random.Random(f"{self.cfg.evolution.seed}:{g}:{slot['slot']}")
         patch, operator, title = "", "crossover", ""
         author = slot.get("author") or agent_of(names[0])  # plans made before authors existed: the target's own
-        spent_before = _spent_since(self.operator, {})
+        self.operator = self.operator or operator_for(self.cfg)
+        spent_before = self.operator.usage()
         try:
             if slot["kind"] == "crossover":
                 tree = patches.merge(self.repo, parents[0], parents[1])
@@ -198,42 +208,50 @@ class Generation:
                 note = {"operator": "crossover", "parents": parents, "generation": g}
                 model = ""
             else:
-                self.operator = self.operator or operator_for(self.cfg)
-                operator = getattr(self.operator, "name", "mutation")
+                operator = self.operator.name
                 files = {p: git.read_file(self.repo, parents[0], p) or ""
                          for p in git.list_files(self.repo, parents[0]) if p.endswith(".py")}
-                mem, inspiration = memory.context(self.repo, self.cfg, author)
-                proposal = self.operator.propose(files, mem, inspiration, rng, check=self._check(parents[0]))
+                check, verdicts = self._checker(parents[0])
+                proposal = self.operator.propose(files, memory.context(self.repo, self.cfg, author, hist), rng, check)
                 if proposal is None:
                     raise patches.Rejected("the operator had nothing to propose for this parent")
                 if proposal.request:
-                    self._file_request(g, slot, author, names[0], parents[0], proposal)
+                    doc = self._file_request(g, slot, author, names[0], parents[0], proposal)
+                    hist.requests += [doc] if doc not in hist.requests else []
                 patch, operator, title = proposal.patch, proposal.operator, proposal.title
-                tree = patches.apply(self.repo, parents[0], proposal.patch)
+                check(proposal.patch)  # the harness's own check, whatever the operator made of it
+                tree = verdicts[proposal.patch]
+                if isinstance(tree, patches.Rejected):
+                    raise tree
                 reasoning, model = proposal.reasoning, proposal.model
                 note = breeding.mutation_note(proposal, g, author, names[0])
             if tree in known_trees:
                 raise patches.Rejected(f"duplicate: same tree as {known_trees[tree]}, not evaluated again")
         except (patches.Rejected, OperatorError) as e:
             patch = e.patch or patch if isinstance(e, OperatorError) else patch
-            breeding.record_failure(self.repo, self.cfg, parents[0], g, slot["slot"], str(e),
-                                    operator if slot["kind"] == "mutation" else "crossover", patch, title,
+            operator = operator if slot["kind"] == "mutation" else "crossover"
+            breeding.record_failure(self.repo, self.cfg, parents[0], g, slot["slot"], str(e), operator, patch, title,
                                     usage=_spent_since(self.operator, spent_before))
+            hist.attempts.append(memory.Attempt(g, slot["slot"], names[0], author, operator, title, str(e)))
             self.console.print(f"  x {slot['child']:<18} {operator:<24} [red]{escape(str(e))}[/]")
             return None
         trailers = {"Darwin-Agent": agent_of(names[0]),
                     "Darwin-Author": author if slot["kind"] == "mutation" else "", "Darwin-Parent": " ".join(parents),
                     "Darwin-Operator": operator, "Darwin-Generation": str(g), "Darwin-Model": model,
                     "Darwin-Slot": str(slot["slot"])}
-        return breeding.commit_child(self.repo, self.cfg, slot["child"], tree, parents, title, reasoning,
-                                     trailers, note)
+        child = breeding.commit_child(self.repo, self.cfg, slot["child"], tree, parents, title, reasoning,
+                                      trailers, note)
+        hist.add_child(child, agent_of(names[0]), trailers["Darwin-Author"] or agent_of(names[0]), g, slot["slot"],
+                       reasoning)
+        return child
 
-    def _file_request(self, g: int, slot: dict, author: str, genome: str, base: str, proposal: Proposal) -> None:
+    def _file_request(self, g: int, slot: dict, author: str, genome: str, base: str, proposal: Proposal) -> dict:
         """File what the operator asked of people; the generation goes on without waiting for an answer."""
         doc = review.file(self.repo, self.cfg, proposal.request, agent=author, via=proposal.operator.split(":")[0],
                             genome=genome, base=base, generation=g, origin=f"g{g}/slot{slot['slot']}")
         self.console.print(f"  ? {doc['id']:<18} request ({doc['kind']}) from {author}: {escape(doc['title'])} "
                            f"[dim](darwin-git review {doc['id']})[/]")
+        return doc
 
     # ---- evaluate ----------------------------------------------------------------------------
     def _run_eval(self, jobs: list[Job], plan: dict) -> None:
@@ -321,10 +339,7 @@ def last_finished(repo: Path) -> int:
     return max((g for g, doc in population.generations(repo).items() if "summary" in doc), default=-1)
 
 
-def _spent_since(operator: Operator | None, before: dict) -> dict:
+def _spent_since(operator: Operator, before: dict) -> dict:
     """Tokens, requests and cost an operator spent since `before`: a failed proposal still cost money."""
-    spent = getattr(operator, "spent", None)
-    if spent is None:
-        return {}
-    now = spent.as_dict()
+    now = operator.usage()
     return {k: round(v - before.get(k, 0), 6) if isinstance(v, float) else v - before.get(k, 0) for k, v in now.items()}

@@ -16,7 +16,7 @@ from typing import Callable
 
 from . import breeding, fitness, git, population, review
 from .config import Config
-from .operators import llm_tokens
+from .operators import Context, OperatorError, Outcome, llm_tokens
 from .population import ARCHIVE, LIVE, agent_of
 
 DIGEST = "refs/darwin/digest"  # a commit chain; each tree holds digest.md
@@ -70,10 +70,20 @@ class Attempt:
 
 @dataclass
 class History:
+    """Read once per generation; what the generation adds while it breeds is folded in as it goes, so
+    a later slot sees an earlier one's change, failure and request without reading git again."""
+
     changes: list[Change]
     attempts: list[Attempt]
     baseline: float | None  # the template's fitness
     requests: list[dict]  # every request filed for review (review.py), oldest first
+    fitness: dict[str, float]  # sha -> fitness of every scored darwin commit
+
+    def add_child(self, child: breeding.Child, agent: str, author: str, generation: int, slot: int,
+                  reasoning: str) -> None:
+        parent = child.parents[0]
+        self.changes.append(Change(child.sha, child.name, agent, author, generation, slot, child.operator,
+                                   child.title, reasoning, parent, self.fitness.get(parent), None, "", "", True))
 
 
 def history(repo: Path, cfg: Config) -> History:
@@ -127,7 +137,8 @@ def history(repo: Path, cfg: Config) -> History:
         attempts.append(Attempt(f["generation"], f["slot"], parent_name, author, f.get("operator", ""),
                                 f.get("title", ""), f.get("reason", "")))
     attempts.sort(key=lambda a: (a.generation, a.slot))
-    return History(changes, attempts, baseline, review.load(repo))
+    fit = {sha: doc["fitness"] for sha, doc in docs.items() if doc.get("fitness") is not None}
+    return History(changes, attempts, baseline, review.load(repo), fit)
 
 
 def _int(value: str | None) -> int:
@@ -350,38 +361,43 @@ def write_digest(repo: Path, text: str, generation: int, source: str) -> None:
     git.update_ref(repo, DIGEST, commit, old=old, message=f"darwin-git: digest g{generation}")
 
 
-def refresh_digest(repo: Path, cfg: Config, generation: int,
-                   summarize: Callable[[str, str], str] | None = None) -> str | None:
+def refresh_digest(repo: Path, cfg: Config, generation: int, hist: History,
+                   summarize: Callable[[str, str], str | None] | None = None) -> str | None:
     """Rewrite the digest when `digest_every` generations have passed (or none exists yet and evidence does).
 
-    `summarize(evidence, previous digest)` is the LLM's rewrite; without it, or when it fails, the
-    deterministic digest is written. Returns the source written ("llm" or "offline"), None if not due.
+    `summarize(evidence, previous digest)` is an operator's rewrite; when it is absent, declines (None)
+    or fails, the deterministic digest is written. Returns the source written ("llm" or "offline"), None
+    if not due.
     """
     last = digest_generation(repo)
     if last is not None and generation - last < max(1, cfg.llm.digest_every):
         return None
-    hist = history(repo, cfg)
     if not any(c.status for c in hist.changes) and not hist.attempts:
         return None  # nothing evaluated yet: no evidence to digest
     text, source = offline_digest(hist, generation), "offline"
     if summarize is not None:
-        from .operators import OperatorError
-
         try:
-            text, source = summarize(evidence(hist), _digest_text(repo)).strip() + "\n", "llm"
+            rewrite = summarize(evidence(hist), _digest_text(repo))
         except OperatorError:
-            pass  # the deterministic digest stands in; the next due generation tries again
+            rewrite = None  # the deterministic digest stands in; the next due generation tries again
+        if rewrite is not None:
+            text, source = rewrite.strip() + "\n", "llm"
     write_digest(repo, text, generation, source)
     return source
 
 
-def context(repo: Path, cfg: Config, author: str, budget_tokens: int = MEMORY_TOKENS) -> tuple[str, list[str]]:
-    """(memory, inspiration) handed to `propose` for a mutation written by `author`.
+def context(repo: Path, cfg: Config, author: str, hist: History,
+            budget_tokens: int = MEMORY_TOKENS) -> Context:
+    """What `propose` sees of the search for a mutation written by `author`, from one history.
 
-    Memory is the author's own trajectory (the offline mutator reads it as "already tried");
-    inspiration is what the population learned: the digest, then the best improvements with their
-    diffs. One history read serves both.
+    Records for an operator that decides by rule (the offline catalogue), and the same records
+    rendered as text for a model: memory is the author's own trajectory, inspiration what the
+    population learned (the digest, then the best improvements with their diffs).
     """
-    hist = history(repo, cfg)
-    return (agent_memory(repo, cfg, author, budget_tokens, hist),
-            [population_digest(repo, cfg), *inspiration(repo, cfg, hist=hist)])
+    tried = [Outcome(c.generation, c.title, c.delta, c.status not in ("", "ok"))
+             for c in hist.changes if c.author == author]
+    tried += [Outcome(a.generation, a.title, None, True) for a in hist.attempts if a.author == author]
+    tried.sort(key=lambda o: o.generation)
+    return Context(memory=agent_memory(repo, cfg, author, budget_tokens, hist),
+                   inspiration=[population_digest(repo, cfg), *inspiration(repo, cfg, hist=hist)],
+                   tried=tried, asked=[d["generation"] for d in hist.requests if d["agent"] == author])

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from darwin_git import breeding, config
+from darwin_git import breeding, config, memory
 from darwin_git.generation import Generation
 from darwin_git.git import lock
 from darwin_git.operators import Proposal
@@ -28,10 +28,18 @@ CLI = [sys.executable, "-c", "from darwin_git.cli import main; main()"]
 class ScriptedLlm:
     """A test double for an LLM operator: replies with the given patches, one per call, in order."""
 
+    name = "scripted"
+
     def __init__(self, patches: list[str]):
         self.patches, self.calls = patches, 0
 
-    def propose(self, files, memory, inspiration, rng, check=None) -> Proposal:
+    def digest(self, evidence, previous):
+        return None
+
+    def usage(self):
+        return {}
+
+    def propose(self, files, context, rng, check=None) -> Proposal:
         assert {"train.py", "model.py"} <= set(files)
         patch = self.patches[self.calls]
         self.calls += 1
@@ -73,8 +81,8 @@ def test_crossover_conflict_in_a_generation_is_a_recorded_failure(tmp_path, corp
             "parents": [{"name": "ada", "sha": live["ada"]}, {"name": "bo", "sha": live["bo"]}]}
     plan = {"generation": 1, "population": live, "slots": [slot], "parents": {"ada-g1-0": live["ada"]}}
     generation = Generation(repo, cfg, quiet())
-    assert generation._breed(1, plan) == {}
-    assert generation._breed(1, plan) == {}  # a recorded failure is not tried again
+    assert generation._breed(1, plan, memory.history(repo, cfg)) == {}
+    assert generation._breed(1, plan, memory.history(repo, cfg)) == {}  # a recorded failure is not tried again
     fails = breeding.failures(repo, cfg)
     assert len(fails) == 1 and fails[0]["parent"] == live["ada"]
     assert (fails[0]["generation"], fails[0]["slot"], fails[0]["operator"]) == (1, 0, "crossover")

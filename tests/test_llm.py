@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import pytest
 
-from darwin_git import config, population
+from darwin_git import config, memory, population
 from darwin_git.config import Config, resolved_operator
 from darwin_git.errors import DarwinError
 from darwin_git.generation import Generation, operator_for
@@ -52,7 +52,7 @@ def breed(repo, cfg: Config, g: int = 1) -> tuple[dict, dict]:
     generation = Generation(repo, cfg, quiet(), operator=operator(cfg))
     plan = generation._plan(g)
     population.record_generation(repo, g, "plan", plan, f"generation {g}: plan")
-    return generation._breed(g, plan), plan
+    return generation._breed(g, plan, memory.history(repo, cfg)), plan
 
 
 def trailer(repo, sha: str, key: str) -> str:
@@ -252,7 +252,7 @@ def test_whole_generation_with_the_llm_operator_and_the_next_prompt(repo):
     edit = [{"path": "train.py", "search": "beta2 = 0.95\n", "replace": "beta2 = 0.99\n"}]
     with Endpoint([reply(edit, "Raise beta2")]) as endpoint:
         cfg.llm = replace(cfg.llm, base_url=endpoint.url)
-        made = Generation(repo, cfg, quiet(), operator=operator(cfg))._breed(2, plan2)
+        made = Generation(repo, cfg, quiet(), operator=operator(cfg))._breed(2, plan2, memory.history(repo, cfg))
     prompt = endpoint.messages(0)[1]["content"]
     assert git(repo, "show", f"{live[target]}:train.py").rstrip() in prompt
     assert f"{before:.4f} -> {after:.4f} bpb" in prompt and first["child"] in prompt

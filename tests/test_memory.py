@@ -134,7 +134,7 @@ def test_reads_are_batched_whatever_the_history_size(tmp_path, corpus_file):
     for g in range(1, 13):
         parent = h.child(parent, f"ada-g{g}-0", "ada", g, 0, f"Change {g}", f"learning_rate = {g}e-3", 2 - g / 100)
         if g in (2, 12):
-            counts.append(_git_processes(lambda: memory.context(h.repo, h.cfg, "ada")))
+            counts.append(_git_processes(lambda: memory.context(h.repo, h.cfg, "ada", memory.history(h.repo, h.cfg))))
     assert counts[0] == counts[1] <= 20
 
 
@@ -153,16 +153,16 @@ def test_offline_digest_is_a_commit_chain_refreshed_every_n_generations(story):
     cfg.llm = replace(cfg.llm, digest_every=3)
     assert memory.population_digest(story.repo, cfg).endswith("(no digest yet: it is written once there is "
                                                               "fitness evidence)\n")
-    assert memory.refresh_digest(story.repo, cfg, 4) == "offline"
+    assert memory.refresh_digest(story.repo, cfg, 4, memory.history(story.repo, cfg)) == "offline"
     digest = git(story.repo, "show", "refs/darwin/digest:digest.md")
     assert "Raise the learning rate: better in 1 of 1, best -0.1000 bpb" in digest
     assert "Double the batch: worst +0.1500 bpb" in digest
     assert "1x patch does not apply" in digest and "1x crashed at smoke" in digest
-    assert memory.refresh_digest(story.repo, cfg, 5) is None  # not due yet
-    assert memory.refresh_digest(story.repo, cfg, 7) == "offline"
+    assert memory.refresh_digest(story.repo, cfg, 5, memory.history(story.repo, cfg)) is None  # not due yet
+    assert memory.refresh_digest(story.repo, cfg, 7, memory.history(story.repo, cfg)) == "offline"
     assert git(story.repo, "rev-list", "--count", "refs/darwin/digest").strip() == "2"
     assert "Darwin-Digest-Generation: 7" in git(story.repo, "log", "-1", "--format=%B", "refs/darwin/digest")
-    _, inspiration = memory.context(story.repo, cfg, "ada")
+    inspiration = memory.context(story.repo, cfg, "ada", memory.history(story.repo, cfg)).inspiration
     latest = git(story.repo, "show", "refs/darwin/digest:digest.md")
     assert inspiration[0].startswith("# What worked in the population") and latest.strip() in inspiration[0]
 
@@ -172,12 +172,12 @@ def test_llm_digest_and_its_fallback_when_the_endpoint_fails(story):
     llm = replace(cfg.llm, model="stub-model", timeout_s=2.0, max_retries=0)
     with Endpoint([{"content": "- Worked: higher learning rate (-0.10 bpb)."}]) as endpoint:
         operator = LlmOperator(replace(llm, base_url=endpoint.url))
-        assert memory.refresh_digest(story.repo, cfg, 5, operator.digest) == "llm"
+        assert memory.refresh_digest(story.repo, cfg, 5, memory.history(story.repo, cfg), operator.digest) == "llm"
     evidence = endpoint.messages(0)[1]["content"]
     assert "## Biggest improvements" in evidence and "-0.1000 Raise the learning rate" in evidence
     assert git(story.repo, "show", "refs/darwin/digest:digest.md") == "- Worked: higher learning rate (-0.10 bpb).\n"
 
     dead = LlmOperator(replace(llm, base_url="http://127.0.0.1:9/v1"))  # nothing listens on the discard port
-    assert memory.refresh_digest(story.repo, cfg, 10, dead.digest) == "offline"
+    assert memory.refresh_digest(story.repo, cfg, 10, memory.history(story.repo, cfg), dead.digest) == "offline"
     log = git(story.repo, "log", "--format=%(trailers:key=Darwin-Digest-Source,valueonly)", "refs/darwin/digest")
     assert log.split() == ["offline", "llm"]

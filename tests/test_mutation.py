@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from darwin_git import breeding, patches
+from darwin_git import breeding, memory, patches
 from darwin_git.generation import agent_of
 from darwin_git.population import init_repo
 
@@ -175,12 +175,18 @@ def test_an_attack_from_an_operator_is_a_recorded_failure_and_no_commit(tmp_path
     class Attacker:
         name = "attacker"
 
-        def propose(self, files, memory, inspiration, rng, check=None):
+        def digest(self, evidence, previous):
+            return None
+
+        def usage(self):
+            return {}
+
+        def propose(self, files, context, rng, check=None):
             return Proposal("Tune the learning rate", "Looks like a learning-rate change.", patch, "attacker")
 
     generation = Generation(repo, cfg, quiet(), operator=Attacker())
     plan = generation._plan(1)
-    assert generation._breed(1, plan) == {}
+    assert generation._breed(1, plan, memory.history(repo, cfg)) == {}
     assert darwin_refs(repo, "refs/heads/darwin/") == {"ada": root}
     [failure] = breeding.failures(repo, cfg)
     assert "hooks/pre-commit" in failure["reason"] and failure["patch"] == patch

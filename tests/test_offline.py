@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from darwin_git.channel import Channel, Meter
+from darwin_git.operators import Context, Outcome
 from darwin_git.operators.offline import PERTURBATION, RECIPES, Mutation, OfflineMutator
 
 GENOME = Path(__file__).resolve().parent.parent / "genome"
@@ -121,7 +122,7 @@ def test_each_recipe_trains_and_loads(recipe, recipe_runs):
 @pytest.mark.parametrize("seed", range(10))
 def test_proposed_patch_applies_with_git(seed, tmp_path):
     files = template()
-    proposal = OfflineMutator().propose(files, "", [], random.Random(seed))
+    proposal = OfflineMutator().propose(files, Context(), random.Random(seed))
     assert proposal is not None and proposal.operator.startswith("offline:")
     assert proposal.patch.startswith("diff --git a/")
     repo = git_repo(tmp_path, files)
@@ -137,7 +138,7 @@ def test_four_successive_proposals_still_train(tmp_path, data_dir):
     rng = random.Random(3)
     operators = []
     for _ in range(4):
-        proposal = OfflineMutator().propose(files, "", [], rng)
+        proposal = OfflineMutator().propose(files, Context(), rng)
         assert proposal is not None
         git_apply(repo, proposal.patch)
         files = {name: (repo / name).read_text() for name in files}
@@ -148,8 +149,8 @@ def test_four_successive_proposals_still_train(tmp_path, data_dir):
 
 def test_same_seed_gives_same_proposal():
     files = template()
-    first = OfflineMutator().propose(files, "", [], random.Random(42))
-    second = OfflineMutator().propose(files, "", [], random.Random(42))
+    first = OfflineMutator().propose(files, Context(), random.Random(42))
+    second = OfflineMutator().propose(files, Context(), random.Random(42))
     assert first == second
 
 
@@ -163,7 +164,7 @@ def test_applied_recipe_does_not_apply_again():
 
 def test_both_recipes_and_perturbations_get_chosen():
     files = template()
-    operators = [OfflineMutator().propose(files, "", [], random.Random(s)).operator for s in range(60)]
+    operators = [OfflineMutator().propose(files, Context(), random.Random(s)).operator for s in range(60)]
     perturbations = operators.count("offline:perturb")
     assert 10 <= perturbations <= 40
     assert len(set(operators)) >= 8
@@ -172,8 +173,8 @@ def test_both_recipes_and_perturbations_get_chosen():
 def test_tried_recipes_are_proposed_last():
     files = template()
     named = [r for r in RECIPES if r is not PERTURBATION]
-    memory = "\n".join(f"FAILED: {r.title}" for r in named if r.name != "relu2")
-    operators = {OfflineMutator().propose(files, memory, [], random.Random(s)).operator for s in range(10)}
+    tried = Context(tried=[Outcome(1, r.title, None, True) for r in named if r.name != "relu2"])
+    operators = {OfflineMutator().propose(files, tried, random.Random(s)).operator for s in range(10)}
     assert operators == {"offline:relu2", "offline:perturb"}
 
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import pytest
 
-from darwin_git import config, patches, population, review
+from darwin_git import config, memory, patches, population, review
 from darwin_git import git as plumbing
 from darwin_git.generation import Generation
 from darwin_git.operators import RequestDraft
@@ -58,7 +58,7 @@ def breed_with_llm(story: History, replies: list[dict]) -> tuple[dict, list[dict
         generation = Generation(story.repo, cfg, quiet(), operator=operator(cfg))
         plan = generation._plan(1)
         population.record_generation(story.repo, 1, "plan", plan, "generation 1: plan")
-        made = generation._breed(1, plan)
+        made = generation._breed(1, plan, memory.history(story.repo, cfg))
     return made, plan["slots"]
 
 
@@ -139,7 +139,7 @@ def test_offline_mutator_asks_for_data_once_after_a_plateau(story, tmp_path):
     plan = {"generation": 7, "population": population.living(repo), "slots": slots,
             "parents": {s["child"]: parent for s in slots}}
     population.record_generation(repo, 7, "plan", plan, "generation 7: plan")
-    Generation(repo, story.cfg, quiet(), operator=OfflineMutator())._breed(7, plan)
+    Generation(repo, story.cfg, quiet(), operator=OfflineMutator())._breed(7, plan, memory.history(repo, story.cfg))
     [doc] = requests_json(repo)  # slot 1 saw slot 0's request in ada's memory and did not ask again
     assert (doc["kind"], doc["agent"], doc["via"], doc["commit"]) == ("data", "ada", "offline", "")
     assert "+0.0100, +0.0100" in doc["evidence"]["cited"]

@@ -1,6 +1,8 @@
 """Variation operators: each turns a parent genome into a proposed change (a unified diff).
 
-An operator never touches git; the harness validates, applies and commits what it returns.
+An operator never touches git; the harness validates, applies and commits what it returns. What it
+is shown of the search so far arrives as a Context: records, plus the same records rendered as text
+for a model to read (memory.py renders both from one history).
 """
 from __future__ import annotations
 
@@ -38,6 +40,26 @@ class Proposal:
     request: RequestDraft | None = None  # filed for review alongside the change, which is committed as usual
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """One earlier change or failed attempt by the same author, as the harness scored it."""
+
+    generation: int
+    title: str
+    delta: float | None  # child minus parent val bpb; None when it failed or is not scored yet
+    failed: bool  # crashed, timed out or never became a commit
+
+
+@dataclass
+class Context:
+    """What an operator sees besides the parent's code."""
+
+    memory: str = ""  # the author's scored trajectory and request answers, as text (what a model reads)
+    inspiration: list[str] = field(default_factory=list)  # the digest, then the population's best changes
+    tried: list[Outcome] = field(default_factory=list)  # the author's changes and attempts, oldest first
+    asked: list[int] = field(default_factory=list)  # generations in which the author filed a request
+
+
 class OperatorError(Exception):
     """The operator could not propose (endpoint down, cost cap, unusable reply); the message is the
     recorded reason and `patch` whatever text it did get, kept with the failure."""
@@ -48,10 +70,19 @@ class OperatorError(Exception):
 
 
 class Operator(Protocol):
-    def propose(self, files: dict[str, str], memory: str, inspiration: list[str],
-                rng: random.Random, check: Check | None = None) -> Proposal | None:
+    name: str  # what the Darwin-Operator trailer says of a failure before any proposal exists
+
+    def propose(self, files: dict[str, str], context: Context, rng: random.Random,
+                check: Check | None = None) -> Proposal | None:
         """Return a change to `files` (path -> text of the parent genome), or None if nothing applies.
 
         `check(patch)` says whether a patch would become a commit, so an operator that can revise
         (an LLM) gets one chance to repair it; the harness validates the final proposal regardless.
         """
+
+    def digest(self, evidence: str, previous: str) -> str | None:
+        """A rewrite of the population's "what worked" digest from the fitness evidence, or None to let
+        the deterministic digest stand (raises OperatorError when a rewrite was tried and failed)."""
+
+    def usage(self) -> dict[str, float]:
+        """Tokens, requests and cost spent so far ({} for an operator that costs nothing)."""

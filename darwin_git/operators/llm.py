@@ -20,7 +20,7 @@ import openai
 from . import llm_tokens
 from ..config import Config, Llm
 from ..errors import DarwinError
-from . import KINDS, Check, OperatorError, Proposal, RequestDraft
+from . import KINDS, Check, Context, OperatorError, Proposal, RequestDraft
 from .offline import unified_diff
 
 RETRYABLE = (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError)  # timeouts included
@@ -106,9 +106,9 @@ class LlmOperator:
         return cls(s, key, cfg.evaluation.budget, cfg.evaluation.device)
 
     # ---- the operator protocol -----------------------------------------------------------------------
-    def propose(self, files: dict[str, str], memory: str, inspiration: list[str],
-                rng: random.Random, check: Check | None = None) -> Proposal:
-        messages = self.messages(files, memory, inspiration)
+    def propose(self, files: dict[str, str], context: Context, rng: random.Random,
+                check: Check | None = None) -> Proposal:
+        messages = self.messages(files, context)
         digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
         used = Usage()
         text = self._chat(messages, used, json_mode=True)
@@ -128,11 +128,11 @@ class LlmOperator:
                         model=self.settings.model, usage=used.as_dict(), prompt_digest=digest,
                         request=request_draft(reply.request, files))
 
-    def messages(self, files: dict[str, str], memory: str, inspiration: list[str]) -> list[dict]:
+    def messages(self, files: dict[str, str], context: Context) -> list[dict]:
         """The whole prompt: the contract, the target's code, the author's memory, the population's lessons."""
         order = sorted(files, key=lambda p: (p not in ("train.py", "model.py"), p != "train.py", p))
         code = "".join(f"## {path}\n```python\n{files[path].rstrip()}\n```\n\n" for path in order)
-        sections = [memory.strip(), *(item.strip() for item in inspiration)]
+        sections = [context.memory.strip(), *(item.strip() for item in context.inspiration)]
         user = (f"# The genome to change\n\n{code}" + "\n\n".join(s for s in sections if s)
                 + "\n\nPropose one change to the genome above. Reply with the JSON object only.")
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
@@ -145,6 +145,9 @@ class LlmOperator:
         if not text.strip():
             raise OperatorError("the model returned an empty digest")
         return text
+
+    def usage(self) -> dict[str, float]:
+        return self.spent.as_dict()
 
     def ping(self) -> dict:
         """One tiny request: what `darwin-git doctor` reports."""

@@ -15,12 +15,10 @@ import re
 from dataclasses import dataclass
 from typing import Callable
 
-from . import Check, Proposal, RequestDraft
+from . import Check, Context, Proposal, RequestDraft
 
 STRUCTURAL_SHARE = 0.6  # chance that a named recipe is tried before a random knob perturbation
 PLATEAU = 6  # scored changes in a row without a gain before the author asks people for data
-VERDICT = re.compile(r"^- g(\d+) .*\(([+-]\d+\.\d+), (better|worse|no change)\)", re.M)  # memory.py's lines
-ASKED = re.compile(r"^- r\d+ \(g(\d+),", re.M)  # a request of the author's, in its memory
 
 Files = dict[str, str]
 
@@ -476,15 +474,15 @@ def unified_diff(old_files: Files, new_files: Files) -> str:
     return "".join(chunks)
 
 
-def plateau_request(memory: str) -> RequestDraft | None:
+def plateau_request(context: Context) -> RequestDraft | None:
     """A data request when the author's last PLATEAU scored changes since its last request all failed
-    to lower val bpb: the catalogue is stuck and only people can change the data. Read from the memory
-    text, as a model would; deterministic, and at most once per plateau."""
-    since = max((int(g) for g in ASKED.findall(memory)), default=-1)
-    recent = [(delta, verdict) for g, delta, verdict in VERDICT.findall(memory) if int(g) > since][-PLATEAU:]
-    if len(recent) < PLATEAU or any(verdict == "better" for _, verdict in recent):
+    to lower val bpb: the catalogue is stuck and only people can change the data. Deterministic, and
+    at most once per plateau."""
+    since = max(context.asked, default=-1)
+    recent = [o.delta for o in context.tried if o.generation > since and o.delta is not None][-PLATEAU:]
+    if len(recent) < PLATEAU or any(d < 0 for d in recent):
         return None
-    deltas = ", ".join(delta for delta, _ in recent)
+    deltas = ", ".join(f"{d:+.4f}" for d in recent)
     return RequestDraft(
         "data", "More or different training text for this search",
         f"My last {PLATEAU} scored changes all failed to lower val bpb against their parents ({deltas}). "
@@ -496,11 +494,14 @@ def plateau_request(memory: str) -> RequestDraft | None:
 class OfflineMutator:
     """Proposes one catalogue recipe or knob perturbation, chosen with the caller's rng."""
 
-    def propose(self, files: Files, memory: str, inspiration: list[str],
-                rng: random.Random, check: Check | None = None) -> Proposal | None:
+    name = "offline"
+
+    def propose(self, files: Files, context: Context, rng: random.Random,
+                check: Check | None = None) -> Proposal | None:
         named = list(CATALOGUE)
         rng.shuffle(named)
-        named.sort(key=lambda r: r.title in memory)  # recipes already tried go last
+        tried = {o.title for o in context.tried}
+        named.sort(key=lambda r: r.title in tried)  # recipes already tried go last
         order = [*named, PERTURBATION] if rng.random() < STRUCTURAL_SHARE else [PERTURBATION, *named]
         for recipe in order:
             mutation = recipe.apply(files, rng)
@@ -509,5 +510,12 @@ class OfflineMutator:
             patch = unified_diff(files, mutation.files)
             if patch:
                 return Proposal(title=mutation.title, reasoning=mutation.reasoning, patch=patch,
-                                operator=f"offline:{recipe.name}", request=plateau_request(memory))
+                                operator=f"offline:{recipe.name}", request=plateau_request(context))
         return None
+
+    def digest(self, evidence: str, previous: str) -> None:
+        """The catalogue writes no prose: the deterministic digest stands."""
+        return None
+
+    def usage(self) -> dict[str, float]:
+        return {}
