@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import git, population
@@ -57,16 +57,33 @@ def record_failure(repo: Path, cfg: Config, parent: str, generation: int, slot: 
 FAILURE = {"generation": (int,), "slot": (int,), "reason": (str,)}  # what readers of failures rely on
 
 
-def failures(repo: Path, cfg: Config) -> list[dict]:
+@dataclass(frozen=True)
+class Failure:
+    """A proposal that never became a child, with what it cost and the patch it was."""
+
+    generation: int
+    slot: int
+    reason: str
+    parent: str  # the commit the note is on: the slot's target
+    operator: str = ""
+    title: str = ""
+    patch: str = ""
+    usage: dict = field(default_factory=dict)
+    cost_usd: float = 0.0
+
+
+def failures(repo: Path, cfg: Config) -> list[Failure]:
     """Every recorded failure, in two git calls; a line that is not one is a one-line error naming it."""
-    ref, rows = cfg.notes.failures, []
+    ref, rows, dropped = cfg.notes.failures, [], " (the failed proposals it records are forgotten)"
     for parent, text in git.notes_all(repo, ref).items():
         for number, line in enumerate(text.splitlines(), 1):
             if not line.strip():
                 continue
             row, problem = git.json_object(line, FAILURE)
             if problem:
-                raise git.corrupt_note(ref, parent, f"line {number} {problem}",
-                                       " (the failed proposals it records are forgotten)")
-            rows.append({**row, "parent": parent})
+                raise git.corrupt_note(ref, parent, f"line {number} {problem}", dropped)
+            try:
+                rows.append(git.typed(Failure, {**row, "parent": parent}))
+            except ValueError as e:
+                raise git.corrupt_note(ref, parent, f"line {number} is not a failure record ({e})", dropped) from None
     return rows

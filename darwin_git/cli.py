@@ -21,6 +21,7 @@ from .config import EvalSettings, parse_budget
 from .evaluator import compute_mode, evaluate
 from .fitness import add_run
 from .fitness import of as fitness_of
+from .population import Summary
 
 console = Console(highlight=False)
 
@@ -200,12 +201,12 @@ def paused(repo: Path) -> bool:
     return bool(waiting)
 
 
-def print_summary(summary: dict) -> None:
-    best = summary["best"]
-    console.print(f"[bold]generation {summary['generation']}[/] done in {summary['wall_s']:.0f}s: "
-                  f"best {best['name']} {best['fitness']:.4f} "
-                  f"({summary['delta_vs_baseline']:+.4f} vs baseline), {len(summary['survivors'])} survive, "
-                  f"{len(summary['pruned'])} archived, {len(summary['failures'])} failed to breed")
+def print_summary(summary: Summary) -> None:
+    best = summary.best
+    console.print(f"[bold]generation {summary.generation}[/] done in {summary.wall_s:.0f}s: "
+                  f"best {best.name} {best.fitness:.4f} ({summary.delta_vs_baseline:+.4f} vs baseline), "
+                  f"{len(summary.survivors)} survive, {len(summary.pruned)} archived, "
+                  f"{len(summary.failures)} failed to breed")
 
 
 @main.command()
@@ -280,7 +281,7 @@ def show(genome, repo_dir) -> None:
     else:
         console.print("not evaluated yet")
     for fail in d["failures"]:
-        console.print(f"[red]failed offspring[/] g{fail['generation']} slot {fail['slot']}: {escape(fail['reason'])}")
+        console.print(f"[red]failed offspring[/] g{fail.generation} slot {fail.slot}: {escape(fail.reason)}")
     if d["diff"]:
         console.print(Syntax(d["diff"], "diff", theme="ansi_dark", background_color="default"))
 

@@ -70,39 +70,42 @@ class Generation:
         self.executor: Executor | None = None
 
     # ---- entry point -------------------------------------------------------------------------
-    def run(self) -> dict:
+    def run(self) -> population.Summary:
         """Run (or finish) the next generation; return its summary."""
         with git.lock(self.repo, "generation.lock", wait=False):
             check_records(self.repo, self.cfg)  # a record a person broke stops us before anything trains
             remove_stale_runs(self.repo)
             t0 = time.time()
             gens = population.generations(self.repo)
-            if 0 not in gens or "summary" not in gens[0]:
+            if 0 not in gens or gens[0].summary is None:
                 return self._baseline(t0)
             last = max(gens)
-            if "summary" in gens[last]:
+            if gens[last].summary is not None:
                 g = last + 1
                 plan = self._plan(g)
-                population.record_generation(self.repo, g, "plan", plan, f"generation {g}: plan")
+                population.record_generation(self.repo, plan, f"generation {g}: plan")
             else:
-                g, plan = last, gens[last]["plan"]
+                g, plan = last, gens[last].plan
+                if plan is None:
+                    raise DarwinError(f"generation {g} has neither a plan nor a summary in {population.GENERATIONS}; "
+                                      "step the log back with `git update-ref` to its last finished generation")
                 self.console.print(f"[yellow]resuming generation {g}[/]")
             hist = memory.history(self.repo, self.cfg)  # what every slot's operator is shown comes from this one read
             if self._refresh_digest(g, hist):
                 hist = memory.history(self.repo, self.cfg)
             children = self._breed(g, plan, hist)
-            candidates = {**plan["population"], **children}
+            candidates = {**plan.population, **children}
             self._evaluate_missing(candidates, plan)
             self._confirm(candidates)
-            return self._select(g, plan, candidates, gens[0]["summary"], plan.get("started", t0))
+            return self._select(g, plan, candidates, gens[0].summary, plan.started or t0)
 
     # ---- generation 0 ------------------------------------------------------------------------
-    def _baseline(self, t0: float) -> dict:
+    def _baseline(self, t0: float) -> population.Summary:
         live = population.living(self.repo)
         if not live:
             raise DarwinError("no genome branches (refs/heads/darwin/*) here; create the repo with `darwin-git init`")
         self.console.print(f"[bold]generation 0[/]: evaluating the baseline ({len(set(live.values()))} genome)")
-        self._evaluate_missing(live, {"parents": {}})
+        self._evaluate_missing(live, None)
         self._confirm(live)
         pop = genomes(self.repo, self.cfg, live)
         failed = [g for g in pop.values() if not g.ok]
@@ -110,11 +113,11 @@ class Generation:
             raise DarwinError(f"the baseline genome failed ({failed[0].status}); see `darwin-git show {failed[0].name}`"
                               " and fix the template or darwin.toml before evolving")
         summary = self._summary(0, pop, list(pop.values()), [], [], None, t0)
-        population.record_generation(self.repo, 0, "summary", summary, "generation 0: baseline evaluated")
+        population.record_generation(self.repo, summary, "generation 0: baseline evaluated")
         return summary
 
     # ---- plan --------------------------------------------------------------------------------
-    def _plan(self, g: int) -> dict:
+    def _plan(self, g: int) -> population.Plan:
         evo = self.cfg.evolution
         live = population.living(self.repo)
         pool = list(genomes(self.repo, self.cfg, live).values())
@@ -132,14 +135,11 @@ class Generation:
                 second = selection.tournament(pool, counts, evo.tournament, rng, exclude=first.sha)
                 counts[second.sha] = counts.get(second.sha, 0) + 1
                 parents.append(second)
-            slots.append({
-                "slot": slot, "kind": "crossover" if len(parents) == 2 else "mutation",
-                "parents": [{"name": p.name, "sha": p.sha} for p in parents],
-                "child": f"{agent_of(first.name)}-g{g}-{slot}",
-                "author": pick_author(agent_of(first.name), agents, self.cfg.llm.target, authors),
-            })
-        return {"generation": g, "population": live, "slots": slots, "started": time.time(),
-                "parents": {s["child"]: s["parents"][0]["sha"] for s in slots}}
+            slots.append(population.Slot(
+                slot, "crossover" if len(parents) == 2 else "mutation",
+                [population.Parent(p.name, p.sha) for p in parents], f"{agent_of(first.name)}-g{g}-{slot}",
+                pick_author(agent_of(first.name), agents, self.cfg.llm.target, authors)))
+        return population.Plan(g, live, slots, time.time())
 
     # ---- breed -------------------------------------------------------------------------------
     def _refresh_digest(self, g: int, hist: memory.History) -> bool:
@@ -167,21 +167,21 @@ class Generation:
             return str(verdict) if isinstance(verdict, patches.Rejected) else None
         return check, verdicts
 
-    def _breed(self, g: int, plan: dict, hist: memory.History) -> dict[str, str]:
+    def _breed(self, g: int, plan: population.Plan, hist: memory.History) -> dict[str, str]:
         """Make each planned child once; return {child name: sha} of those that exist."""
         made = {**population.living(self.repo), **population.archived(self.repo)}
-        failed = {(f["generation"], f["slot"]) for f in breeding.failures(self.repo, self.cfg)}
+        failed = {(f.generation, f.slot) for f in breeding.failures(self.repo, self.cfg)}
         known_trees = None
         children = {}
-        for slot in plan["slots"]:
-            name = slot["child"]
+        for slot in plan.slots:
+            name = slot.child
             if name in made:
                 children[name] = made[name]
                 continue
-            if (g, slot["slot"]) in failed:
+            if (g, slot.slot) in failed:
                 continue
             if known_trees is None:
-                everything = {**made, **{p: s for p, s in plan["population"].items()}}
+                everything = {**made, **plan.population}
                 known_trees = {git.tree_of(self.repo, sha): n for n, sha in everything.items()}
             child = self._make(g, slot, known_trees, hist)
             if child:
@@ -190,16 +190,16 @@ class Generation:
                 self.console.print(f"  + {name:<18} {child.operator:<24} {escape(child.title)}")
         return children
 
-    def _make(self, g: int, slot: dict, known_trees: dict[str, str], hist: memory.History) -> breeding.Child | None:
-        parents = [p["sha"] for p in slot["parents"]]
-        names = [p["name"] for p in slot["parents"]]
-        rng = random.Random(f"{self.cfg.evolution.seed}:{g}:{slot['slot']}")
+    def _make(self, g: int, slot: population.Slot, known_trees: dict[str, str], hist: memory.History) -> breeding.Child | None:
+        parents = [p.sha for p in slot.parents]
+        names = [p.name for p in slot.parents]
+        rng = random.Random(f"{self.cfg.evolution.seed}:{g}:{slot.slot}")
         patch, operator, title = "", "crossover", ""
-        author = slot.get("author") or agent_of(names[0])  # plans made before authors existed: the target's own
+        author = slot.author or agent_of(names[0])  # plans made before authors existed: the target's own
         self.operator = self.operator or operator_for(self.cfg)
         spent_before = self.operator.usage()
         try:
-            if slot["kind"] == "crossover":
+            if slot.kind == "crossover":
                 tree = patches.merge(self.repo, parents[0], parents[1])
                 title = f"Crossover: merge {names[1]} into {names[0]}"
                 reasoning = (f"Merge the changes of {names[1]} ({parents[1][:10]}) into {names[0]} "
@@ -229,43 +229,43 @@ class Generation:
                 raise patches.Rejected(f"duplicate: same tree as {known_trees[tree]}, not evaluated again")
         except (patches.Rejected, OperatorError) as e:
             patch = e.patch or patch if isinstance(e, OperatorError) else patch
-            operator = operator if slot["kind"] == "mutation" else "crossover"
-            breeding.record_failure(self.repo, self.cfg, parents[0], g, slot["slot"], str(e), operator, patch, title,
+            operator = operator if slot.kind == "mutation" else "crossover"
+            breeding.record_failure(self.repo, self.cfg, parents[0], g, slot.slot, str(e), operator, patch, title,
                                     usage=_spent_since(self.operator, spent_before))
-            hist.attempts.append(memory.Attempt(g, slot["slot"], names[0], author, operator, title, str(e)))
-            self.console.print(f"  x {slot['child']:<18} {operator:<24} [red]{escape(str(e))}[/]")
+            hist.attempts.append(memory.Attempt(g, slot.slot, names[0], author, operator, title, str(e)))
+            self.console.print(f"  x {slot.child:<18} {operator:<24} [red]{escape(str(e))}[/]")
             return None
         trailers = {"Darwin-Agent": agent_of(names[0]),
-                    "Darwin-Author": author if slot["kind"] == "mutation" else "", "Darwin-Parent": " ".join(parents),
+                    "Darwin-Author": author if slot.kind == "mutation" else "", "Darwin-Parent": " ".join(parents),
                     "Darwin-Operator": operator, "Darwin-Generation": str(g), "Darwin-Model": model,
-                    "Darwin-Slot": str(slot["slot"])}
-        child = breeding.commit_child(self.repo, self.cfg, slot["child"], tree, parents, title, reasoning,
+                    "Darwin-Slot": str(slot.slot)}
+        child = breeding.commit_child(self.repo, self.cfg, slot.child, tree, parents, title, reasoning,
                                       trailers, note)
-        hist.add_child(child, agent_of(names[0]), trailers["Darwin-Author"] or agent_of(names[0]), g, slot["slot"],
+        hist.add_child(child, agent_of(names[0]), trailers["Darwin-Author"] or agent_of(names[0]), g, slot.slot,
                        reasoning)
         return child
 
-    def _file_request(self, g: int, slot: dict, author: str, genome: str, base: str, proposal: Proposal) -> dict:
+    def _file_request(self, g: int, slot: population.Slot, author: str, genome: str, base: str, proposal: Proposal) -> dict:
         """File what the operator asked of people; the generation goes on without waiting for an answer."""
         doc = review.file(self.repo, self.cfg, proposal.request, agent=author, via=proposal.operator.split(":")[0],
-                            genome=genome, base=base, generation=g, origin=f"g{g}/slot{slot['slot']}")
+                            genome=genome, base=base, generation=g, origin=f"g{g}/slot{slot.slot}")
         self.console.print(f"  ? {doc['id']:<18} request ({doc['kind']}) from {author}: {escape(doc['title'])} "
                            f"[dim](darwin-git review {doc['id']})[/]")
         return doc
 
     # ---- evaluate ----------------------------------------------------------------------------
-    def _run_eval(self, jobs: list[Job], plan: dict) -> None:
+    def _run_eval(self, jobs: list[Job], plan: population.Plan | None) -> None:
         """Evaluate jobs on the executor's slots, writing each note as soon as it exists."""
         if not jobs:
             return
         self.corpus = self.corpus or prepare(self.cfg.evaluation.data, self.cfg.evaluation.tokenizer)
-        before = genomes(self.repo, self.cfg, plan.get("population", {}))
+        before = genomes(self.repo, self.cfg, plan.population if plan else {})
         parent_fit = {g.sha: g.fitness for g in before.values()}
         self.executor = self.executor or executor_for(self.cfg.executor, self.cfg.evaluation)
         runs = self.executor.run(self.repo, jobs, self.cfg.evaluation, self.corpus, self.console)
         for job, record in runs:  # each note is written here, by the driver alone, as its run ends
             doc = fitness.add_run(self.repo, record, self.cfg.notes.fitness)
-            parent = plan.get("parents", {}).get(job.name)
+            parent = plan.parents.get(job.name) if plan else None
             self._report(job.name, job.sha, record, doc, parent_fit.get(parent) if parent else None)
 
     def _report(self, name: str, sha: str, record: dict, doc: dict, parent_fitness: float | None) -> None:
@@ -280,7 +280,7 @@ class Generation:
         self.console.print(f"  {name:<18} {operator:<24} [{colour}]{record['status']:<14}[/] "
                            f"val bpb {bpb:<8} {delta}  (seed {record['seed']}, {record['eval_s']:.0f}s)")
 
-    def _evaluate_missing(self, names: dict[str, str], plan: dict) -> None:
+    def _evaluate_missing(self, names: dict[str, str], plan: population.Plan | None) -> None:
         docs = fitness.all_fitness(self.repo, self.cfg.notes.fitness)
         seen, jobs = set(), []
         for name, sha in sorted(names.items()):
@@ -299,10 +299,11 @@ class Generation:
             jobs = [Job(g.name, g.sha, self.cfg.evaluation.seed + g.n) for g in top.values() if g.n < want]
             if not jobs:
                 return
-            self._run_eval(jobs, {})
+            self._run_eval(jobs, None)
 
     # ---- select and record -------------------------------------------------------------------
-    def _select(self, g: int, plan: dict, candidates: dict[str, str], baseline: dict, t0: float) -> dict:
+    def _select(self, g: int, plan: population.Plan, candidates: dict[str, str], baseline: population.Summary,
+                t0: float) -> population.Summary:
         pop = genomes(self.repo, self.cfg, candidates)
         keep = selection.survivors(list(pop.values()), self.cfg.evolution.population)
         keep_names = {k.name for k in keep}
@@ -310,33 +311,30 @@ class Generation:
         # a branch an approved request moved since the plan (review.approve) stays: its merge is scored next
         losers = {n: sha for n, sha in live.items() if candidates.get(n) == sha and n not in keep_names}
         population.prune(self.repo, losers)
-        fails = [f for f in breeding.failures(self.repo, self.cfg) if f["generation"] == g]
+        fails = [f for f in breeding.failures(self.repo, self.cfg) if f.generation == g]
         summary = self._summary(g, pop, keep, sorted(losers), fails, baseline, t0)
-        population.record_generation(self.repo, g, "summary", summary, f"generation {g}: {len(keep)} survive, "
-                                     f"best {summary['best']['fitness']}")
+        population.record_generation(self.repo, summary, f"generation {g}: {len(keep)} survive, "
+                                     f"best {summary.best.fitness}")
         return summary
 
     def _summary(self, g: int, pop: dict[str, Genome], keep: list[Genome], pruned: list[str],
-                 fails: list[dict], baseline: dict | None, t0: float) -> dict:
+                 fails: list[breeding.Failure], baseline: population.Summary | None,
+                 t0: float) -> population.Summary:
+        def survivor(k: Genome) -> population.Survivor:
+            return population.Survivor(k.name, k.sha, k.fitness, k.spread, k.n)
+
         best = min(keep, key=Genome.key)
-        base = baseline["best"]["fitness"] if baseline else best.fitness
-        return {
-            "generation": g,
-            "survivors": [{"name": k.name, "sha": k.sha, "fitness": k.fitness, "spread": k.spread, "n": k.n}
-                          for k in keep],
-            "pruned": pruned,
-            "failures": [{"slot": f["slot"], "reason": f["reason"], "operator": f["operator"]} for f in fails],
-            "evaluated": {n: {"fitness": x.fitness, "status": x.status} for n, x in sorted(pop.items())},
-            "best": {"name": best.name, "sha": best.sha, "fitness": best.fitness, "spread": best.spread},
-            "baseline_fitness": base,
-            "delta_vs_baseline": round(best.fitness - base, 6),
-            "wall_s": round(time.time() - t0, 1),
-        }
+        base = baseline.best.fitness if baseline else best.fitness
+        return population.Summary(
+            generation=g, survivors=[survivor(k) for k in keep], best=survivor(best), baseline_fitness=base,
+            delta_vs_baseline=round(best.fitness - base, 6), wall_s=round(time.time() - t0, 1), pruned=pruned,
+            failures=[population.Unbred(f.slot, f.reason, f.operator) for f in fails],
+            evaluated={n: population.Evaluated(x.fitness, x.status) for n, x in sorted(pop.items())})
 
 
 def last_finished(repo: Path) -> int:
     """The newest generation with a summary, or -1 before the baseline is evaluated."""
-    return max((g for g, doc in population.generations(repo).items() if "summary" in doc), default=-1)
+    return max((g for g, step in population.generations(repo).items() if step.summary), default=-1)
 
 
 def _spent_since(operator: Operator, before: dict) -> dict:

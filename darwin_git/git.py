@@ -14,7 +14,9 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, TypeVar
+
+import dacite
 
 from .errors import DarwinError
 
@@ -221,6 +223,18 @@ def shape(doc: dict, fields: dict[str, tuple[type, ...]]) -> str:
         if not isinstance(doc[key], kinds) or (isinstance(doc[key], bool) and bool not in kinds):
             return f"has {key!r} = {json.dumps(doc[key])[:40]}, not {' or '.join(k.__name__ for k in kinds)}"
     return ""
+
+
+Record = TypeVar("Record")
+_TYPED = dacite.Config(cast=[float], strict=False)  # a whole-number float written as 2 still reads as 2.0
+
+
+def typed(cls: type[Record], doc: dict) -> Record:
+    """`doc` as the dataclass `cls`, nested records too; ValueError saying which field does not fit."""
+    try:
+        return dacite.from_dict(cls, doc, _TYPED)
+    except (dacite.DaciteError, TypeError, ValueError, IndexError) as e:
+        raise ValueError(str(e)) from None
 
 
 def corrupt_note(ref: str, obj: str, problem: str, dropped: str = "") -> CorruptRecord:

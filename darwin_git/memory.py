@@ -128,14 +128,13 @@ def history(repo: Path, cfg: Config) -> History:
             after=doc.get("fitness"), status=doc.get("status", ""), detail=_detail(doc), alive=sha in live_shas))
     changes.sort(key=lambda c: (c.generation, c.slot))
 
-    plans = {g: d["plan"] for g, d in population.generations(repo).items() if "plan" in d}
+    slots = {(g, s.slot): s for g, step in population.generations(repo).items() if step.plan for s in step.plan.slots}
     attempts = []
     for f in breeding.failures(repo, cfg):
-        slot = next((s for s in plans.get(f["generation"], {}).get("slots", []) if s["slot"] == f["slot"]), None)
-        parent_name = slot["parents"][0]["name"] if slot else names.get(f["parent"], f["parent"][:10])
-        author = (slot.get("author") or agent_of(slot["child"])) if slot else agent_of(parent_name)
-        attempts.append(Attempt(f["generation"], f["slot"], parent_name, author, f.get("operator", ""),
-                                f.get("title", ""), f.get("reason", "")))
+        slot = slots.get((f.generation, f.slot))
+        parent_name = slot.parents[0].name if slot else names.get(f.parent, f.parent[:10])
+        author = (slot.author or agent_of(slot.child)) if slot else agent_of(parent_name)
+        attempts.append(Attempt(f.generation, f.slot, parent_name, author, f.operator, f.title, f.reason))
     attempts.sort(key=lambda a: (a.generation, a.slot))
     fit = {sha: doc["fitness"] for sha, doc in docs.items() if doc.get("fitness") is not None}
     return History(changes, attempts, baseline, review.load(repo), fit)

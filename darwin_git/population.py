@@ -3,6 +3,8 @@
   refs/heads/darwin/<name>      a living genome (branch = genome)
   refs/darwin/archive/<name>    a pruned genome: off the branch list, never garbage-collected
   refs/darwin/generations       a commit per step of every generation (plan.json, summary.json)
+
+This module is the one writer of those refs; the log's files are typed records (Plan, Summary).
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import json
 import os
 import re
 import shutil
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import darwin_git
@@ -119,22 +122,109 @@ def children_counts(repo: Path) -> dict[str, int]:
 LOG_FILE = re.compile(r"g(\d+)/(\w+)\.json")  # g0003/plan.json
 
 
-def generations(repo: Path) -> dict[int, dict]:
-    """{generation: {"plan": ..., "summary": ...}} read from the tip of refs/darwin/generations.
+@dataclass(frozen=True)
+class Parent:
+    name: str
+    sha: str
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One planned offspring: its parents (the first is the target), its branch name, whose memory writes it."""
+
+    slot: int
+    kind: str  # "mutation" or "crossover"
+    parents: list[Parent]
+    child: str
+    author: str = ""  # "" in plans made before authors existed: the target's own agent
+
+
+@dataclass
+class Plan:
+    """What a generation will breed, recorded before it breeds anything, so a kill resumes the same plan."""
+
+    generation: int
+    population: dict[str, str]  # the living genomes it was planned from: name -> sha
+    slots: list[Slot]
+    started: float | None = None  # time.time() when planned; absent in the oldest plans
+    parents: dict[str, str] = field(default_factory=dict)  # child name -> first parent's sha
+
+    def __post_init__(self) -> None:
+        self.parents = self.parents or {s.child: s.parents[0].sha for s in self.slots}
+
+
+@dataclass(frozen=True)
+class Survivor:
+    name: str
+    sha: str
+    fitness: float | None
+    spread: float = 0.0
+    n: int = 0
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    fitness: float | None
+    status: str
+
+
+@dataclass(frozen=True)
+class Unbred:
+    """A slot that failed to become a child, as the summary shows it (breeding.Failure holds the rest)."""
+
+    slot: int
+    reason: str
+    operator: str = ""
+
+
+@dataclass
+class Summary:
+    """A finished generation: who survived, who was archived, what failed; its presence marks the end."""
+
+    generation: int
+    survivors: list[Survivor]
+    best: Survivor
+    baseline_fitness: float | None
+    delta_vs_baseline: float
+    wall_s: float
+    pruned: list[str] = field(default_factory=list)
+    failures: list[Unbred] = field(default_factory=list)
+    evaluated: dict[str, Evaluated] = field(default_factory=dict)
+
+
+@dataclass
+class Step:
+    """One generation's entries in the log."""
+
+    plan: Plan | None = None
+    summary: Summary | None = None
+
+
+RECORDS = {"plan": Plan, "summary": Summary}
+
+
+def generations(repo: Path) -> dict[int, Step]:
+    """{generation: Step} read from the tip of refs/darwin/generations.
 
     Three git processes whatever the number of generations: rev-parse, ls-tree, one cat-file --batch.
-    A file that is not a JSON object is a one-line error naming it (git.read_log_json).
+    A file that is not a plan or a summary is a one-line error naming it and how to step back.
     """
-    result: dict[int, dict] = {}
+    result: dict[int, Step] = {}
     for path, doc in git.read_log_json(repo, GENERATIONS).items():
         m = LOG_FILE.fullmatch(path)
-        if m:  # anything else in the log's tree was not written by darwin-git
-            result.setdefault(int(m[1]), {})[m[2]] = doc
+        if not m or m[2] not in RECORDS:  # anything else in the log's tree was not written by darwin-git
+            continue
+        try:
+            record = git.typed(RECORDS[m[2]], doc)
+        except ValueError as e:
+            raise git.corrupt_log(repo, GENERATIONS, path, f"is not a {m[2]} record ({e})") from None
+        setattr(result.setdefault(int(m[1]), Step()), m[2], record)
     return result
 
 
-def record_generation(repo: Path, generation: int, name: str, doc: dict, message: str) -> None:
-    """Add g<NNNN>/<name>.json to the generations log: objects first, then a CAS ref move."""
-    text = json.dumps(doc, indent=1, sort_keys=True) + "\n"
-    commit, old = git.log_commit(repo, GENERATIONS, {f"g{generation:04d}/{name}.json": text}, message)
+def record_generation(repo: Path, record: Plan | Summary, message: str) -> None:
+    """Add g<NNNN>/plan.json or summary.json to the generations log: objects first, then a CAS ref move."""
+    name = next(k for k, cls in RECORDS.items() if isinstance(record, cls))
+    text = json.dumps(asdict(record), indent=1, sort_keys=True) + "\n"
+    commit, old = git.log_commit(repo, GENERATIONS, {f"g{record.generation:04d}/{name}.json": text}, message)
     git.update_ref(repo, GENERATIONS, commit, old=old, message=message)

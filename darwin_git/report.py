@@ -61,7 +61,7 @@ def leaderboard(repo: Path, cfg: Config, include_archive: bool = False) -> dict:
     return {
         "repo": repo.name, "operator": resolved_operator(cfg), "model": cfg.llm.model,
         "usage": llm_usage(repo, cfg),
-        "generation": max((g for g, d in gens.items() if "summary" in d), default=-1),
+        "generation": max((g for g, step in gens.items() if step.summary), default=-1),
         "lead_within_noise": len(distinct) > 1 and within_noise(distinct[0], distinct[1]),
         "genomes": rows,
     }
@@ -70,12 +70,13 @@ def leaderboard(repo: Path, cfg: Config, include_archive: bool = False) -> dict:
 def llm_usage(repo: Path, cfg: Config) -> dict:
     """Tokens, requests and cost summed over every mutation note and every failed proposal."""
     total = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0, "cost_usd": 0.0}
-    notes = list(git.notes_json(repo, cfg.notes.mutation).values())
-    for note in notes + breeding.failures(repo, cfg):
-        usage = note.get("usage") if isinstance(note.get("usage"), dict) else {}
+    spends = [(note.get("usage"), note.get("cost_usd")) for note in git.notes_json(repo, cfg.notes.mutation).values()]
+    spends += [(f.usage, f.cost_usd) for f in breeding.failures(repo, cfg)]
+    for usage, cost in spends:
+        usage = usage if isinstance(usage, dict) else {}
         for key in ("prompt_tokens", "completion_tokens", "requests"):
             total[key] += int(usage.get(key) or 0)
-        total["cost_usd"] += float(note.get("cost_usd") or 0.0)
+        total["cost_usd"] += float(cost or 0.0)
     total["cost_usd"] = round(total["cost_usd"], 6)
     return total
 
@@ -101,7 +102,7 @@ def describe(repo: Path, cfg: Config, name: str) -> dict:
         "name": display, "sha": sha, "title": ci.subject, "body": ci.body.split("\n\nDarwin-")[0].strip()
         if ci.trailers else ci.body, "trailers": ci.trailers, "diff": diff,
         "fitness": fitness.of(repo, cfg.notes.fitness, sha),
-        "failures": [f for f in breeding.failures(repo, cfg) if f["parent"] == sha],
+        "failures": [f for f in breeding.failures(repo, cfg) if f.parent == sha],
     }
 
 

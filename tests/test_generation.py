@@ -9,14 +9,15 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import asdict
 
 import pytest
 
 from darwin_git import breeding, config, memory
 from darwin_git.generation import Generation
-from darwin_git.git import lock
+from darwin_git.git import lock, typed
 from darwin_git.operators import Proposal
-from darwin_git.population import init_repo
+from darwin_git.population import Plan, init_repo
 from darwin_git.selection import Genome, within_noise
 
 from .conftest import clone_repo, darwin_refs, evo_config, generation_doc, git, note, quiet
@@ -63,7 +64,7 @@ def test_rejected_proposals_are_recorded_and_the_generation_completes(baseline_r
     assert "evaluator owns" in records[1]["reason"] and records[1]["patch"] == cheat
     assert set(darwin_refs(repo, LIVE)) == {"ada", "bo"} and darwin_refs(repo, ARCHIVE) == {}
     recorded = generation_doc(repo, 1, "summary")
-    assert recorded["failures"] == summary["failures"] and len(recorded["failures"]) == 2
+    assert recorded["failures"] == [asdict(f) for f in summary.failures] and len(recorded["failures"]) == 2
     assert {s["name"] for s in recorded["survivors"]} == {"ada", "bo"}
 
 
@@ -79,14 +80,14 @@ def test_crossover_conflict_in_a_generation_is_a_recorded_failure(tmp_path, corp
     live = darwin_refs(repo, LIVE)
     slot = {"slot": 0, "kind": "crossover", "child": "ada-g1-0",
             "parents": [{"name": "ada", "sha": live["ada"]}, {"name": "bo", "sha": live["bo"]}]}
-    plan = {"generation": 1, "population": live, "slots": [slot], "parents": {"ada-g1-0": live["ada"]}}
+    plan = typed(Plan, {"generation": 1, "population": live, "slots": [slot], "parents": {"ada-g1-0": live["ada"]}})
     generation = Generation(repo, cfg, quiet())
     assert generation._breed(1, plan, memory.history(repo, cfg)) == {}
     assert generation._breed(1, plan, memory.history(repo, cfg)) == {}  # a recorded failure is not tried again
     fails = breeding.failures(repo, cfg)
-    assert len(fails) == 1 and fails[0]["parent"] == live["ada"]
-    assert (fails[0]["generation"], fails[0]["slot"], fails[0]["operator"]) == (1, 0, "crossover")
-    assert "conflict" in fails[0]["reason"] and "train.py" in fails[0]["reason"]
+    assert len(fails) == 1 and fails[0].parent == live["ada"]
+    assert (fails[0].generation, fails[0].slot, fails[0].operator) == (1, 0, "crossover")
+    assert "conflict" in fails[0].reason and "train.py" in fails[0].reason
     assert darwin_refs(repo, LIVE) == live
 
 
@@ -136,7 +137,7 @@ def test_generation_resumes_after_sigkill_without_redoing_work(baseline_repo, tm
     plan, summary = generation_doc(repo, 1, "plan"), generation_doc(repo, 1, "summary")
     planned = {s["child"]: s["slot"] for s in plan["slots"]}
     children = _children(repo)
-    failed = {(f["generation"], f["slot"]) for f in breeding.failures(repo, config.load(repo))}
+    failed = {(f.generation, f.slot) for f in breeding.failures(repo, config.load(repo))}
     for child, slot in planned.items():
         assert (child in children) != ((1, slot) in failed), child  # a branch or a failure, never both
     assert set(children) <= set(planned)

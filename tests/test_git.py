@@ -38,7 +38,7 @@ def test_the_harness_never_runs_hooks_and_people_still_do(tmp_path, corpus_file)
     add_run(repo, {"commit": child.sha, "seed": 1, "status": "ok", "test_bpb": 2.0}, cfg.notes.fitness)
     git.update_ref(repo, "refs/heads/darwin/bo", child.sha, old=root)
     population.prune(repo, {"bo": child.sha})  # a ref transaction
-    population.record_generation(repo, 1, "plan", {"generation": 1}, "generation 1: plan")
+    population.record_generation(repo, population.Plan(1, {}, []), "generation 1: plan")
     assert git.merge_trees(repo, root, child.sha)[0] == tree
     assert not marker.exists(), marker.read_text()
 

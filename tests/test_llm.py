@@ -18,8 +18,9 @@ from darwin_git import config, memory, population
 from darwin_git.config import Config, resolved_operator
 from darwin_git.errors import DarwinError
 from darwin_git.generation import Generation, operator_for
+from darwin_git.git import typed
 from darwin_git.operators.llm import LlmOperator
-from darwin_git.population import agent_of
+from darwin_git.population import Plan, agent_of
 
 from .conftest import assert_one_line_error, cli, clone_repo, darwin_refs, generation_doc, git, note, quiet
 from .openai_stub import Endpoint
@@ -51,7 +52,7 @@ def breed(repo, cfg: Config, g: int = 1) -> tuple[dict, dict]:
     """Plan generation g, record the plan, and make its children with a fresh LLM operator."""
     generation = Generation(repo, cfg, quiet(), operator=operator(cfg))
     plan = generation._plan(g)
-    population.record_generation(repo, g, "plan", plan, f"generation {g}: plan")
+    population.record_generation(repo, plan, f"generation {g}: plan")
     return generation._breed(g, plan, memory.history(repo, cfg)), plan
 
 
@@ -81,13 +82,13 @@ def test_json_diff_reply_becomes_a_child_commit(repo):
     patch = template_diff(repo, "learning_rate = 2e-3\n", "learning_rate = 3e-3\n")
     with Endpoint([reply(patch)]) as endpoint:
         made, plan = breed(repo, llm_config(repo, endpoint.url))
-    slot = plan["slots"][0]
-    sha = darwin_refs(repo, LIVE)[slot["child"]]
-    assert made == {slot["child"]: sha}
-    assert "+learning_rate = 3e-3" in git(repo, "diff", slot["parents"][0]["sha"], sha)
+    slot = plan.slots[0]
+    sha = darwin_refs(repo, LIVE)[slot.child]
+    assert made == {slot.child: sha}
+    assert "+learning_rate = 3e-3" in git(repo, "diff", slot.parents[0].sha, sha)
     assert git(repo, "log", "-1", "--format=%s", sha).strip() == "Raise the learning rate"
     assert (trailer(repo, sha, "Darwin-Operator"), trailer(repo, sha, "Darwin-Model")) == ("llm", MODEL)
-    assert trailer(repo, sha, "Darwin-Agent") == trailer(repo, sha, "Darwin-Author") == agent_of(slot["child"])
+    assert trailer(repo, sha, "Darwin-Agent") == trailer(repo, sha, "Darwin-Author") == agent_of(slot.child)
     meta = json.loads(note(repo, "mutation", sha))
     sent = sum(len(m["content"]) for m in endpoint.messages(0)) // 4  # what the stub reports as prompt tokens
     assert meta["usage"]["prompt_tokens"] == sent and meta["usage"]["requests"] == 1
@@ -101,7 +102,7 @@ def test_search_replace_reply_becomes_a_child(repo):
              {"path": "train.py", "search": "beta2 = 0.95\n", "replace": "beta2 = 0.99\n"}]
     with Endpoint([reply(edits, "Shorter warmup, longer beta2 average")]) as endpoint:
         made, plan = breed(repo, llm_config(repo, endpoint.url))
-    sha = made[plan["slots"][0]["child"]]
+    sha = made[plan.slots[0].child]
     train = git(repo, "show", f"{sha}:train.py")
     assert "\nwarmup_steps = 25\n" in train and "\nbeta2 = 0.99\n" in train
     assert git(repo, "diff", "--numstat", f"{sha}^", sha).split()[:2] == ["2", "2"]
@@ -113,7 +114,7 @@ def test_diff_with_wrong_hunk_numbers_is_recounted(repo):
     assert wrong != good
     with Endpoint([reply(wrong, "Halve the batch")]) as endpoint:
         made, plan = breed(repo, llm_config(repo, endpoint.url))
-    sha = made[plan["slots"][0]["child"]]
+    sha = made[plan.slots[0].child]
     assert "\nbatch_size = 8\n" in git(repo, "show", f"{sha}:train.py")
     assert len(endpoint.requests) == 1  # no repair round was needed
 
@@ -125,7 +126,7 @@ def test_server_without_json_mode_gets_plain_text_parsed(repo):
     script = [{"status": 400, "message": "response_format is not supported by this server"}, {"content": prose}]
     with Endpoint(script) as endpoint:
         made, plan = breed(repo, llm_config(repo, endpoint.url))
-    sha = made[plan["slots"][0]["child"]]
+    sha = made[plan.slots[0].child]
     assert ["response_format" in r["body"] for r in endpoint.requests] == [True, False]
     assert git(repo, "log", "-1", "--format=%s", sha).strip() == "Halve the warmup"
     body = git(repo, "log", "-1", "--format=%b", sha)
@@ -136,11 +137,11 @@ def test_failed_patch_gets_one_repair_round_with_the_exact_error(repo):
     stale = template_diff(repo, "learning_rate = 2e-3\n", "learning_rate = 3e-3\n").replace("2e-3", "5e-3")
     with Endpoint([reply(stale), reply(RAISE_LR)]) as endpoint:
         made, plan = breed(repo, llm_config(repo, endpoint.url))
-    assert plan["slots"][0]["child"] in made
+    assert plan.slots[0].child in made
     repair = endpoint.messages(1)
     assert repair[-2] == {"role": "assistant", "content": reply(stale)["content"]}
     assert repair[-1]["role"] == "user" and "patch does not apply" in repair[-1]["content"]
-    meta = json.loads(note(repo, "mutation", made[plan["slots"][0]["child"]]))
+    meta = json.loads(note(repo, "mutation", made[plan.slots[0].child]))
     assert meta["usage"]["requests"] == 2
 
 
@@ -152,7 +153,7 @@ def test_garbage_is_a_recorded_failure_after_one_repair_round(repo):
         made, plan = breed(repo, llm_config(repo, endpoint.url))
     assert made == {} and len(endpoint.requests) == 2
     assert "no edits found" in endpoint.messages(1)[-1]["content"]
-    [record] = failures(repo, plan["slots"][0]["parents"][0]["sha"])
+    [record] = failures(repo, plan.slots[0].parents[0].sha)
     assert (record["generation"], record["slot"], record["operator"]) == (1, 0, "llm")
     assert record["reason"].startswith("unusable reply after a repair round: no edits found")
     assert record["patch"] == second
@@ -167,7 +168,7 @@ def test_patch_touching_darwin_toml_is_rejected_and_recorded(repo):
     with Endpoint([reply(cheat, "Own the settings")] * 2) as endpoint:
         made, plan = breed(repo, llm_config(repo, endpoint.url))
     assert made == {} and "which the evaluator owns" in endpoint.messages(1)[-1]["content"]
-    [record] = failures(repo, plan["slots"][0]["parents"][0]["sha"])
+    [record] = failures(repo, plan.slots[0].parents[0].sha)
     assert "darwin.toml" in record["reason"] and "evaluator owns" in record["reason"]
     assert record["patch"] == cheat and record["title"] == "Own the settings"
 
@@ -177,8 +178,8 @@ def test_patch_touching_darwin_toml_is_rejected_and_recorded(repo):
 def test_rate_limit_is_retried(repo):
     with Endpoint([{"status": 429, "message": "slow down", "headers": {"Retry-After": "0"}}, reply(RAISE_LR)]) as ep:
         made, plan = breed(repo, llm_config(repo, ep.url))
-    assert len(ep.requests) == 2 and plan["slots"][0]["child"] in made
-    assert json.loads(note(repo, "mutation", made[plan["slots"][0]["child"]]))["usage"]["requests"] == 2
+    assert len(ep.requests) == 2 and plan.slots[0].child in made
+    assert json.loads(note(repo, "mutation", made[plan.slots[0].child]))["usage"]["requests"] == 2
 
 
 def test_hung_endpoint_is_a_prompt_recorded_failure(repo):
@@ -187,7 +188,7 @@ def test_hung_endpoint_is_a_prompt_recorded_failure(repo):
         made, plan = breed(repo, llm_config(repo, endpoint.url, timeout_s=1.0, max_retries=1))
         elapsed = time.monotonic() - t0
     assert made == {} and len(endpoint.requests) == 2 and elapsed < 4
-    [record] = failures(repo, plan["slots"][0]["parents"][0]["sha"])
+    [record] = failures(repo, plan.slots[0].parents[0].sha)
     assert record["reason"] == "the endpoint failed 2 times: no reply within timeout_s = 1s"
 
 
@@ -197,7 +198,7 @@ def test_cost_cap_fails_later_slots_without_sending(repo, caps, sent):
     with Endpoint([reply(RAISE_LR)]) as endpoint:
         made, plan = breed(repo, llm_config(repo, endpoint.url, offspring=3, **caps))
     assert len(endpoint.requests) == sent and len(made) == sent
-    records = [r for sha in {s["parents"][0]["sha"] for s in plan["slots"]} for r in failures(repo, sha)]
+    records = [r for sha in {s.parents[0].sha for s in plan.slots} for r in failures(repo, sha)]
     assert sorted(r["slot"] for r in records) == list(range(sent, 3))
     assert all(r["reason"].startswith("cost cap reached: ") for r in records)
     assert ("max_requests = 1" if sent else "max_cost_usd = 0.5") in records[0]["reason"]
@@ -209,14 +210,14 @@ def test_cross_agent_mutation_is_written_from_the_authors_memory(repo):
     with Endpoint([reply(RAISE_LR), reply(HALVE_WARMUP, "Halve the warmup")]) as endpoint:
         made, plan = breed(repo, llm_config(repo, endpoint.url, offspring=2, target="other"))
     assert len(made) == 2
-    for i, slot in enumerate(plan["slots"]):
-        target = agent_of(slot["child"])
-        assert slot["author"] in {"ada", "bo"} and slot["author"] != target
-        sha = made[slot["child"]]
-        assert (trailer(repo, sha, "Darwin-Agent"), trailer(repo, sha, "Darwin-Author")) == (target, slot["author"])
+    for i, slot in enumerate(plan.slots):
+        target = agent_of(slot.child)
+        assert slot.author in {"ada", "bo"} and slot.author != target
+        sha = made[slot.child]
+        assert (trailer(repo, sha, "Darwin-Agent"), trailer(repo, sha, "Darwin-Author")) == (target, slot.author)
         meta = json.loads(note(repo, "mutation", sha))
-        assert (meta["author"], meta["target"]) == (slot["author"], slot["parents"][0]["name"])
-        assert f"# Memory of agent {slot['author']}:" in endpoint.messages(i)[1]["content"]
+        assert (meta["author"], meta["target"]) == (slot.author, slot.parents[0].name)
+        assert f"# Memory of agent {slot.author}:" in endpoint.messages(i)[1]["content"]
 
 
 def test_whole_generation_with_the_llm_operator_and_the_next_prompt(repo):
@@ -225,7 +226,7 @@ def test_whole_generation_with_the_llm_operator_and_the_next_prompt(repo):
     with Endpoint([reply(RAISE_LR)]) as endpoint:
         cfg.llm = replace(cfg.llm, base_url=endpoint.url)
         summary = Generation(repo, cfg, quiet(), operator=operator(cfg)).run()
-    assert summary["generation"] == 1 and summary["failures"] == [] and len(endpoint.requests) == 1
+    assert summary.generation == 1 and summary.failures == [] and len(endpoint.requests) == 1
     plan = generation_doc(repo, 1, "plan")
     everything = {**darwin_refs(repo, ARCHIVE), **darwin_refs(repo, LIVE)}
     for slot in plan["slots"]:
@@ -246,8 +247,8 @@ def test_whole_generation_with_the_llm_operator_and_the_next_prompt(repo):
     target = next((n for n in sorted(live) if agent_of(n) != author), sorted(live)[0])
     slot = {"slot": 0, "kind": "mutation", "child": f"{agent_of(target)}-g2-0", "author": author,
             "parents": [{"name": target, "sha": live[target]}]}
-    plan2 = {"generation": 2, "population": live, "slots": [slot], "parents": {slot["child"]: live[target]}}
-    population.record_generation(repo, 2, "plan", plan2, "generation 2: plan")
+    plan2 = typed(Plan, {"generation": 2, "population": live, "slots": [slot], "parents": {slot["child"]: live[target]}})
+    population.record_generation(repo, plan2, "generation 2: plan")
     shown = cli("memory", author, "-C", repo).output.strip()
     edit = [{"path": "train.py", "search": "beta2 = 0.95\n", "replace": "beta2 = 0.99\n"}]
     with Endpoint([reply(edit, "Raise beta2")]) as endpoint:
@@ -315,4 +316,4 @@ def test_one_real_generation_against_the_configured_model(repo):
         meta = json.loads(note(repo, "mutation", everything[child]))
         assert meta["usage"]["prompt_tokens"] > 0 and meta["model"] == cfg.llm.model
     else:
-        assert summary["failures"] and summary["failures"][0]["operator"] == "llm"
+        assert summary.failures and summary.failures[0].operator == "llm"

@@ -14,10 +14,11 @@ import pytest
 
 from darwin_git import breeding, fitness, memory, patches, population
 from darwin_git.config import Config
+from darwin_git.git import typed
 from darwin_git.operators import Proposal, llm_tokens
 from darwin_git.operators.llm import LlmOperator
 from darwin_git.operators.offline import unified_diff
-from darwin_git.population import init_repo
+from darwin_git.population import Plan, init_repo
 
 from .conftest import evo_config, git
 from .openai_stub import Endpoint
@@ -64,7 +65,8 @@ class History:
 
     def record_plans(self) -> None:
         for g, slots in sorted(self.plans.items()):
-            population.record_generation(self.repo, g, "plan", {"generation": g, "slots": slots}, f"g{g} plan")
+            population.record_generation(self.repo, typed(Plan, {"generation": g, "population": {}, "slots": slots}),
+                                         f"g{g} plan")
 
 
 @pytest.fixture

@@ -189,7 +189,7 @@ def test_an_attack_from_an_operator_is_a_recorded_failure_and_no_commit(tmp_path
     assert generation._breed(1, plan, memory.history(repo, cfg)) == {}
     assert darwin_refs(repo, "refs/heads/darwin/") == {"ada": root}
     [failure] = breeding.failures(repo, cfg)
-    assert "hooks/pre-commit" in failure["reason"] and failure["patch"] == patch
+    assert "hooks/pre-commit" in failure.reason and failure.patch == patch
 
 
 def test_noop_and_invalid_python_are_rejected(template):

@@ -17,8 +17,10 @@ import pytest
 from darwin_git import config, memory, patches, population, review
 from darwin_git import git as plumbing
 from darwin_git.generation import Generation
+from darwin_git.git import typed
 from darwin_git.operators import RequestDraft
 from darwin_git.operators.offline import OfflineMutator, unified_diff
+from darwin_git.population import Plan, Summary
 
 from .conftest import assert_one_line_error, cli, evo_config, git, quiet
 from .openai_stub import Endpoint
@@ -57,9 +59,9 @@ def breed_with_llm(story: History, replies: list[dict]) -> tuple[dict, list[dict
         cfg = llm_config(story.repo, endpoint.url, offspring=len(replies))
         generation = Generation(story.repo, cfg, quiet(), operator=operator(cfg))
         plan = generation._plan(1)
-        population.record_generation(story.repo, 1, "plan", plan, "generation 1: plan")
+        population.record_generation(story.repo, plan, "generation 1: plan")
         made = generation._breed(1, plan, memory.history(story.repo, cfg))
-    return made, plan["slots"]
+    return made, plan.slots
 
 
 def test_llm_request_is_reviewed_approved_into_every_genome_and_answered_in_memory(story):
@@ -79,10 +81,10 @@ def test_llm_request_is_reviewed_approved_into_every_genome_and_answered_in_memo
     script, other = requests_json(repo)
     assert (script["id"], script["kind"], script["state"], script["via"]) == ("r1", "script", "open", "llm")
     assert (other["kind"], other["commit"], other["title"]) == ("other", "", "Could a person give this search a GPU?")
-    assert script["agent"] == slots[0]["author"] and script["evidence"]["fitness"] == 2.0
+    assert script["agent"] == slots[0].author and script["evidence"]["fitness"] == 2.0
     assert script["evidence"]["cited"] == "template 2.0000 bpb" and script["origin"] == "g1/slot0"
     request_commit = git(repo, "rev-parse", "refs/darwin/requests/r1").strip()
-    assert git(repo, "rev-parse", "refs/darwin/requests/r1^").strip() == script["base"] == slots[0]["parents"][0]["sha"]
+    assert git(repo, "rev-parse", "refs/darwin/requests/r1^").strip() == script["base"] == slots[0].parents[0].sha
     assert script["commit"] == request_commit
     listing = cli("requests", "-C", repo).output.splitlines()
     assert [line.split()[:3] for line in listing] == [["r1", "open", "script"], ["r2", "open", "other"]]
@@ -108,7 +110,7 @@ def test_llm_request_is_reviewed_approved_into_every_genome_and_answered_in_memo
         train = git(repo, "show", f"darwin/{branch}:train.py")
         assert "\nwarmup_steps = 25\n" in train
         assert git(repo, "show", f"{old}:train.py").replace("warmup_steps = 50", "warmup_steps = 25") == train
-    requester = slots[0]["parents"][0]["name"]  # still at the request's base: the change itself is merged
+    requester = slots[0].parents[0].name  # still at the request's base: the change itself is merged
     assert git(repo, "log", "-1", "--format=%P", f"darwin/{requester}").split()[1] == request_commit
 
     assert cli("reject", "r2", "--reason", "no GPUs this month", "--by", "dan", "-C", repo).exit_code == 0
@@ -119,9 +121,9 @@ def test_llm_request_is_reviewed_approved_into_every_genome_and_answered_in_memo
             assert '- r1 (g1, script) "Halve the warmup everywhere": APPROVED by carol (merged into' in shown
             assert "scored like any change): worth a try" in shown
             lines = shown.splitlines()  # the child the merge moved past keeps its name and its life
-            assert any(line.startswith(f'- g1 {slots[0]["child"]} [llm] "Raise the learning rate"')
+            assert any(line.startswith(f'- g1 {slots[0].child} [llm] "Raise the learning rate"')
                        and line.endswith("; alive") for line in lines), shown
-            assert f'- g2 {slots[0]["child"]} [request] "Merge request r1: Halve the warmup everywhere"' in shown
+            assert f'- g2 {slots[0].child} [request] "Merge request r1: Halve the warmup everywhere"' in shown
         else:
             assert f'- r2 (g1, other) "{other["title"]}": REJECTED by dan: no GPUs this month' in shown
             assert "comment by erin: ask again in June" in shown
@@ -136,9 +138,9 @@ def test_offline_mutator_asks_for_data_once_after_a_plateau(story, tmp_path):
     story.record_plans()
     slots = [{"slot": s, "kind": "mutation", "child": f"ada-g7-{s}", "author": "ada",
               "parents": [{"name": "ada-g6-0", "sha": parent}]} for s in (0, 1)]
-    plan = {"generation": 7, "population": population.living(repo), "slots": slots,
-            "parents": {s["child"]: parent for s in slots}}
-    population.record_generation(repo, 7, "plan", plan, "generation 7: plan")
+    plan = typed(Plan, {"generation": 7, "population": population.living(repo), "slots": slots,
+                        "parents": {s["child"]: parent for s in slots}})
+    population.record_generation(repo, plan, "generation 7: plan")
     Generation(repo, story.cfg, quiet(), operator=OfflineMutator())._breed(7, plan, memory.history(repo, story.cfg))
     [doc] = requests_json(repo)  # slot 1 saw slot 0's request in ada's memory and did not ask again
     assert (doc["kind"], doc["agent"], doc["via"], doc["commit"]) == ("data", "ada", "offline", "")
@@ -224,13 +226,15 @@ def test_bad_ids_malformed_patches_and_decided_requests_are_one_line_errors(stor
 def test_a_genome_an_approval_moves_during_a_generation_is_not_pruned_by_it(story, tmp_path):
     repo, cfg = story.repo, story.cfg
     cfg.evolution = replace(cfg.evolution, population=1)
-    plan = {"generation": 1, "population": population.living(repo), "slots": [], "parents": {}}
+    plan = Plan(1, population.living(repo), [])
     change = patch_file(repo, tmp_path, "darwin/bo", "warmup_steps = 50", "warmup_steps = 25")
     assert cli("propose", "--from", change, "--title", "Shorter warmup", "--to", "bo", "-C", repo).exit_code == 0
     assert cli("approve", "r1", "-C", repo).exit_code == 0  # between this generation's plan and its selection
     moved = population.living(repo)["bo"]
-    summary = Generation(repo, cfg, quiet())._select(1, plan, plan["population"], {"best": {"fitness": 2.0}}, 0.0)
-    assert [s["name"] for s in summary["survivors"]] == ["ada"] and summary["pruned"] == []
+    baseline = typed(Summary, {"generation": 0, "survivors": [], "best": {"name": "ada", "sha": story.root, "fitness": 2.0},
+                               "baseline_fitness": 2.0, "delta_vs_baseline": 0.0, "wall_s": 0.0})
+    summary = Generation(repo, cfg, quiet())._select(1, plan, plan.population, baseline, 0.0)
+    assert [s.name for s in summary.survivors] == ["ada"] and summary.pruned == []
     assert population.living(repo) == {"ada": story.root, "bo": moved}  # the merge is scored next generation
 
 
