@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-import darwin_git
 from darwin_git import sandbox
 from darwin_git.cli import main
 from darwin_git.config import parse_budget
