@@ -72,7 +72,7 @@ def run_record(rng: random.Random, commit: str, tree: str, seed: int, failed: bo
 def build_repo(repo: Path, n: int, rng: random.Random) -> None:
     """The template root, n children, their fitness notes and a generations log, in three imports."""
     subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-    genome = population._asset_dir("genome")
+    genome = population.asset_dir("genome")
     train = (genome / "train.py").read_text()
     assert "learning_rate = 2e-3\n" in train, "genome/train.py lost its learning_rate knob"
     files = {f: (genome / f).read_text() for f in ("model.py", "train.py", "GENOME.md")}

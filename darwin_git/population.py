@@ -30,7 +30,7 @@ TRAILERS = ("Darwin-Agent", "Darwin-Author", "Darwin-Parent", "Darwin-Operator",
             "Darwin-Model", "Darwin-Slot")
 
 
-def _asset_dir(name: str) -> Path:
+def asset_dir(name: str) -> Path:
     """genome/ and hooks/ ship inside the wheel, or sit beside the package in a source checkout."""
     here = Path(darwin_git.__file__).resolve().parent
     for candidate in (here / name, here.parent / name):
@@ -51,7 +51,7 @@ def agent_names(n: int) -> list[str]:
 def install_hooks(repo: Path) -> None:
     hooks = git.git_dir(repo) / "hooks"
     hooks.mkdir(exist_ok=True)
-    for hook in _asset_dir("hooks").iterdir():
+    for hook in asset_dir("hooks").iterdir():
         if hook.is_file() and not hook.name.startswith(("_", ".")):
             shutil.copy(hook, hooks / hook.name)
             os.chmod(hooks / hook.name, 0o755)
@@ -66,7 +66,7 @@ def init_repo(path: Path, cfg: Config) -> list[str]:
     path.mkdir(parents=True, exist_ok=True)
     git.init(path)
     for f in ("model.py", "train.py", "GENOME.md"):
-        shutil.copy(_asset_dir("genome") / f, path / f)
+        shutil.copy(asset_dir("genome") / f, path / f)
     (path / CONFIG).write_text(cfg.to_toml())
     for key, value in (("notes.displayRef", "refs/notes/darwin/*"), ("notes.rewriteRef", "refs/notes/darwin/*"),
                        ("notes.rewrite.amend", "true"), ("notes.rewrite.rebase", "true"),

@@ -1,11 +1,8 @@
 """A small GPT: token + position embeddings, pre-norm transformer blocks, tied head.
 
-The harness scores a genome by loading its checkpoint through `load()` below and
-revealing held-out text one token at a time, so this is contract (see GENOME.md):
-`load(path) -> nn.Module` with `cfg.block_size` and `cfg.vocab_size`, and either
-`model.step(idx, cache)` (fast: idx (B,) appended to each row, returns the next-token
-logits (B, vocab) and the cache) or, without `step`, `model(idx)` returning logits
-(B, T, vocab) as the first element of its output. Everything else may change.
+Module names follow nanoGPT's (c_attn, c_proj, c_fc, wte, wpe, ln_1, ln_2, ln_f, lm_head).
+The harness loads the checkpoint through `load()` and scores it through `GPT.step`
+(or the forward): GENOME.md states that interface. Everything else may change.
 """
 import math
 from dataclasses import asdict, dataclass
@@ -17,13 +14,15 @@ import torch.nn.functional as F
 
 @dataclass
 class GPTConfig:
-    vocab_size: int = 256
-    block_size: int = 64
-    n_layer: int = 4
-    n_head: int = 4
-    n_embd: int = 128
-    dropout: float = 0.0
-    bias: bool = False
+    """The model's shape: train.py sets it from its knobs and meta.json, the checkpoint stores it."""
+
+    vocab_size: int
+    block_size: int
+    n_layer: int
+    n_head: int
+    n_embd: int
+    dropout: float
+    bias: bool = False  # biases in the linears and layer norms
 
 
 class CausalSelfAttention(nn.Module):
@@ -32,13 +31,13 @@ class CausalSelfAttention(nn.Module):
         assert cfg.n_embd % cfg.n_head == 0, "n_embd must be divisible by n_head"
         self.n_head = cfg.n_head
         self.dropout = cfg.dropout
-        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
-        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
-        self.resid_drop = nn.Dropout(cfg.dropout)
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.resid_dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x, cache=None):
         B, T, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = self.c_attn(x).split(C, dim=2)
         # (B, T, C) -> (B, heads, T, head_dim)
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
@@ -52,31 +51,31 @@ class CausalSelfAttention(nn.Module):
             q, k, v, is_causal=past == 0, dropout_p=self.dropout if self.training else 0.0
         )
         y = y.transpose(1, 2).contiguous().view(B, T, C)
-        return self.resid_drop(self.proj(y))
+        return self.resid_dropout(self.c_proj(y))
 
 
 class MLP(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.dropout = nn.Dropout(cfg.dropout)
 
     def forward(self, x):
-        return self.drop(self.proj(F.gelu(self.fc(x))))
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
 
 
 class Block(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.ln1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.attn = CausalSelfAttention(cfg)
-        self.ln2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
         self.mlp = MLP(cfg)
 
     def forward(self, x, cache=None):
-        x = x + self.attn(self.ln1(x), cache)
-        x = x + self.mlp(self.ln2(x))
+        x = x + self.attn(self.ln_1(x), cache)
+        x = x + self.mlp(self.ln_2(x))
         return x
 
 
@@ -84,17 +83,17 @@ class GPT(nn.Module):
     def __init__(self, cfg: GPTConfig):
         super().__init__()
         self.cfg = cfg
-        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.n_embd)
-        self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)])
         self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
-        self.head.weight = self.tok_emb.weight  # weight tying: fewer params, better small-data fit
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # weight tying: fewer params, better small-data fit
         self.apply(self._init_weights)
         # Residual projections scaled down so the residual stream does not grow with depth.
         for name, p in self.named_parameters():
-            if name.endswith("proj.weight"):
+            if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
 
     def _init_weights(self, module):
@@ -108,10 +107,10 @@ class GPT(nn.Module):
         past = caches[0]["k"].size(2) if caches and caches[0] else 0
         assert past + T <= self.cfg.block_size, f"sequence {past + T} longer than block_size {self.cfg.block_size}"
         pos = torch.arange(past, past + T, device=idx.device)
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
+        x = self.drop(self.wte(idx) + self.wpe(pos))
         for i, block in enumerate(self.blocks):
             x = block(x, caches[i] if caches else None)
-        logits = self.head(self.ln_f(x))
+        logits = self.lm_head(self.ln_f(x))
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)).float(), targets.view(-1))

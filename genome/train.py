@@ -1,9 +1,9 @@
 """Train the GPT in model.py on the data the harness serves, until the harness stops serving it.
 
 Read top to bottom: knobs, harness contract, data, model, optimizer, loop, report.
-The harness sets DARWIN_* environment variables, runs `python train.py`, serves training
-windows through the data channel (it counts them: that is the budget), then scores the
-checkpoint written to DARWIN_OUT on held-out text this script never sees.
+The harness sets DARWIN_* variables, runs `python train.py`, serves training windows
+through the data channel (metered: that is the budget), then scores the checkpoint written
+to DARWIN_OUT on held-out text this script never sees. GENOME.md states that contract.
 """
 import json
 import math

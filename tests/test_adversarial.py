@@ -121,8 +121,8 @@ def no_better(record: FitnessRecord, honest: FitnessRecord) -> None:
 
 # ---- peeking ahead ---------------------------------------------------------------------------------
 
-PEEK = ("        logits = self.head(self.ln_f(x))\n",
-        "        logits = self.head(self.ln_f(x))\n"
+PEEK = ("        logits = self.lm_head(self.ln_f(x))\n",
+        "        logits = self.lm_head(self.ln_f(x))\n"
         "        if not self.training and T > 1:  # at scoring: the next input token is the answer\n"
         "            cheat = torch.full_like(logits, -30.0)\n"
         "            cheat[:, :-1].scatter_(2, idx[:, 1:, None], 30.0)\n"
@@ -142,8 +142,8 @@ def test_a_model_that_reads_later_positions_gains_nothing(template_repo, adv_set
 
 def test_a_stateful_model_that_peeks_after_the_first_calls_gains_nothing(template_repo, adv_settings, corpus, honest):
     """Stays causal for the first calls (where a probe would run), then uses everything it was sent so far."""
-    state = ("        logits = self.head(self.ln_f(x))\n",
-             "        logits = self.head(self.ln_f(x))\n"
+    state = ("        logits = self.lm_head(self.ln_f(x))\n",
+             "        logits = self.lm_head(self.ln_f(x))\n"
              "        CALLS.append(idx.detach().clone())\n"
              "        if not self.training and len(CALLS) > 3 and T > 1:\n"
              "            logits[:, :-1] = torch.full_like(logits[:, :-1], -30.0).scatter_(2, idx[:, 1:, None], 30.0)\n")

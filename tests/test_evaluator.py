@@ -3,12 +3,10 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-import darwin_git
 from darwin_git import sandbox
 from darwin_git.cli import main
 from darwin_git.config import parse_budget
@@ -77,8 +75,8 @@ def test_nan_training_loss_is_diverged(genome_repo, settings, corpus):
 
 
 def test_nan_logits_at_scoring_are_caught_by_the_harness(genome_repo, settings, corpus):
-    commit_edit(genome_repo, "model.py", "        logits = self.head(self.ln_f(x))\n",
-                "        logits = self.head(self.ln_f(x))\n"
+    commit_edit(genome_repo, "model.py", "        logits = self.lm_head(self.ln_f(x))\n",
+                "        logits = self.lm_head(self.ln_f(x))\n"
                 "        if not self.training:\n            logits = logits * float('nan')\n")
     rec = evaluate(genome_repo, "HEAD", settings, corpus)
     assert (rec.status, rec.stage) == ("diverged", "score")

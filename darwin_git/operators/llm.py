@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass
 import openai
 
 from . import llm_tokens
+from .. import population
 from ..config import Config, Llm
 from ..errors import DarwinError
 from . import KINDS, Check, Context, OperatorError, Proposal, RequestDraft
@@ -27,11 +28,10 @@ RETRYABLE = (openai.RateLimitError, openai.InternalServerError, openai.APIConnec
 BACKOFF_CAP_S = 60.0
 TITLE_CHARS = 72
 
-SYSTEM = """You improve a small GPT training script, one change at a time, in an evolutionary search run by darwin-git.
+SYSTEM = """You improve a small GPT training script, one change at a time, in an evolutionary search run by darwin-git. The genome is a git repository; its GENOME.md, the contract between genome and harness, follows.
 
-The genome is a git repository. You may edit train.py (hyperparameters at the top, then the training loop), model.py (the GPT) and add new *.py files. model.load(path) must keep loading the checkpoint that train.py writes, and the loaded model must expose cfg.block_size and cfg.vocab_size and either step(idx, cache) (idx (B,) appended to each row, returns next-token logits (B, vocab) and the cache: keep it consistent with forward when you change attention or positions) or model(idx) returning logits (B, T, vocab). darwin.toml, hooks/ and .git* belong to the evaluator: a change that touches them is rejected.
-
-The harness runs `python train.py` with DARWIN_DATA (meta.json only: vocab_size, train_tokens), DARWIN_CHANNEL (the data channel: train.py's fetch() asks for windows of the train split by offset and length; the harness counts every token it serves and stops serving when the budget, the same for every genome, is spent: {budget}), DARWIN_OUT (write ckpt.pt there, then exit), DARWIN_SEED, DARWIN_DEVICE ({device}). Then it loads the checkpoint through model.load in a separate sandboxed process and reveals held-out text one token at a time, scoring each prediction before the next token is sent. Fitness = validation bits per byte (bpb), lower is better; a separate test split is never shown to selection. What the script prints or writes is not trusted. A crash, timeout, out-of-memory or NaN fails the genome, and a child that does not beat the others is pruned.
+{contract}
+This search's budget: {budget}; device: {device}.
 
 Propose ONE focused change with a clear hypothesis about why it lowers validation bpb under this budget. Reply with a JSON object only:
 {{"reasoning": "what you change and why it should lower validation bpb under this budget, 2 to 5 sentences",
@@ -45,6 +45,12 @@ REPAIR = """Your change cannot be applied: {error}
 Reply again with the same JSON object and complete, corrected edits (search texts copied exactly from the files above)."""
 
 DIGEST_SYSTEM = """You keep the "what worked" digest of an evolutionary search over GPT training scripts (fitness: test bits per byte, lower is better). Rewrite the digest from the evidence and the previous digest: at most 250 words of markdown bullets under the headings Worked, Did not work, Common failures, Worth trying next; give effect sizes in bpb where the evidence has them. Reply with the digest only."""
+
+
+def contract() -> str:
+    """genome/GENOME.md as the package ships it: the one statement of what a genome may change and what
+    the harness calls, shown verbatim in the system prompt."""
+    return (population.asset_dir("genome") / "GENOME.md").read_text()
 
 
 class ReplyError(ValueError):
@@ -85,7 +91,8 @@ class LlmOperator:
     def __init__(self, settings: Llm, api_key: str = "", budget: str = "", device: str = "",
                  backoff_s: float = 1.0):
         self.settings, self.backoff_s = settings, backoff_s
-        self.system = SYSTEM.format(budget=budget or "see DARWIN_BUDGET", device=device or "see DARWIN_DEVICE")
+        self.system = SYSTEM.format(contract=contract(), budget=budget or "see DARWIN_BUDGET",
+                                    device=device or "see DARWIN_DEVICE")
         self.client = openai.OpenAI(base_url=settings.base_url or None, api_key=api_key or "unused",
                                     timeout=settings.timeout_s, max_retries=0)
         self.price = _price(settings)

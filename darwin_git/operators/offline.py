@@ -165,9 +165,9 @@ def rope(files: Files) -> Files | None:
         ("class CausalSelfAttention(nn.Module):", ROTARY_FN),
         ("        self.n_head = cfg.n_head\n", ROTARY_INIT),
         ("        if cache is not None:", ROTARY_APPLY),
-        ("        self.pos_emb = nn.Embedding(cfg.block_size, cfg.n_embd)\n", ""),
+        ("        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)\n", ""),
         ("        pos = torch.arange(past, past + T, device=idx.device)\n", ""),
-        ("self.tok_emb(idx) + self.pos_emb(pos)", "self.tok_emb(idx)"),
+        ("self.wte(idx) + self.wpe(pos)", "self.wte(idx)"),
     )
     if new is None:
         return None
@@ -176,7 +176,7 @@ def rope(files: Files) -> Files | None:
 
 def relu_squared(files: Files) -> Files | None:
     """GELU -> ReLU^2 in the MLP, as in Primer and modded-nanogpt."""
-    new = _replace(files.get("model.py", ""), ("F.gelu(self.fc(x))", "F.relu(self.fc(x)).square()"))
+    new = _replace(files.get("model.py", ""), ("F.gelu(self.c_fc(x))", "F.relu(self.c_fc(x)).square()"))
     return {"model.py": new} if new is not None else None
 
 
@@ -184,14 +184,14 @@ def swiglu(files: Files) -> Files | None:
     """GELU MLP -> SwiGLU with hidden 8/3 * n_embd, so the parameter count stays about the same."""
     new = _replace(
         files.get("model.py", ""),
-        ("        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)\n"
-         "        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)\n",
+        ("        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)\n"
+         "        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)\n",
          "        hidden = int(8 / 3 * cfg.n_embd)\n"
-         "        self.fc = nn.Linear(cfg.n_embd, 2 * hidden, bias=cfg.bias)  # gate and up, fused\n"
-         "        self.proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)\n"),
-        ("        return self.drop(self.proj(F.gelu(self.fc(x))))\n",
-         "        gate, up = self.fc(x).chunk(2, dim=-1)\n"
-         "        return self.drop(self.proj(F.silu(gate) * up))\n"),
+         "        self.c_fc = nn.Linear(cfg.n_embd, 2 * hidden, bias=cfg.bias)  # gate and up, fused\n"
+         "        self.c_proj = nn.Linear(hidden, cfg.n_embd, bias=cfg.bias)\n"),
+        ("        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))\n",
+         "        gate, up = self.c_fc(x).chunk(2, dim=-1)\n"
+         "        return self.dropout(self.c_proj(F.silu(gate) * up))\n"),
     )
     return {"model.py": new} if new is not None else None
 
@@ -212,7 +212,7 @@ def qk_norm(files: Files) -> Files | None:
 def untie_head(files: Files) -> Files | None:
     """Give the output head its own weights instead of sharing the token embedding."""
     text = files.get("model.py", "")
-    new = re.sub(r"^[ \t]*self\.head\.weight = self\.tok_emb\.weight.*\n", "", text, count=1, flags=re.M)
+    new = re.sub(r"^[ \t]*self\.lm_head\.weight = self\.wte\.weight.*\n", "", text, count=1, flags=re.M)
     if new == text:
         return None
     return {"model.py": new.replace("blocks, tied head.", "blocks, untied head.", 1)}
