@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from darwin_git import fitness, population, report
+from darwin_git import assets, fitness, population, report
 from darwin_git.config import CONFIG, Config
 
 PER_GENERATION = 10  # offspring per generation, so 10,000 genomes span 1,000 generations
@@ -72,7 +72,7 @@ def run_record(rng: random.Random, commit: str, tree: str, seed: int, failed: bo
 def build_repo(repo: Path, n: int, rng: random.Random) -> None:
     """The template root, n children, their fitness notes and a generations log, in three imports."""
     subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-    genome = population.asset_dir("genome")
+    genome = assets.asset_dir("genome")
     train = (genome / "train.py").read_text()
     assert "learning_rate = 2e-3\n" in train, "genome/train.py lost its learning_rate knob"
     files = {f: (genome / f).read_text() for f in ("model.py", "train.py", "GENOME.md")}

@@ -15,9 +15,8 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import darwin_git
-
 from . import git
+from .assets import asset_dir
 from .config import CONFIG, Config
 from .errors import DarwinError
 
@@ -28,15 +27,6 @@ NAMES = ("ada", "bo", "cy", "dee", "eli", "fay", "gus", "hal", "ivy", "jo", "kit
          "oz", "pia", "quin", "ros", "sol", "tam", "uma", "vic", "wes", "xia", "yuri", "zoe")
 TRAILERS = ("Darwin-Agent", "Darwin-Author", "Darwin-Parent", "Darwin-Operator", "Darwin-Generation",
             "Darwin-Model", "Darwin-Slot")
-
-
-def asset_dir(name: str) -> Path:
-    """genome/ and hooks/ ship inside the wheel, or sit beside the package in a source checkout."""
-    here = Path(darwin_git.__file__).resolve().parent
-    for candidate in (here / name, here.parent / name):
-        if candidate.is_dir():
-            return candidate
-    raise DarwinError(f"darwin-git is installed without its {name}/ folder; reinstall it")
 
 
 def agent_of(name: str) -> str:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 import openai
 
 from . import llm_tokens
-from .. import population
+from ..assets import contract
 from ..config import Config, Llm
 from ..errors import DarwinError
 from . import KINDS, Check, Context, OperatorError, Proposal, RequestDraft
@@ -45,12 +45,6 @@ REPAIR = """Your change cannot be applied: {error}
 Reply again with the same JSON object and complete, corrected edits (search texts copied exactly from the files above)."""
 
 DIGEST_SYSTEM = """You keep the "what worked" digest of an evolutionary search over GPT training scripts (fitness: test bits per byte, lower is better). Rewrite the digest from the evidence and the previous digest: at most 250 words of markdown bullets under the headings Worked, Did not work, Common failures, Worth trying next; give effect sizes in bpb where the evidence has them. Reply with the digest only."""
-
-
-def contract() -> str:
-    """genome/GENOME.md as the package ships it: the one statement of what a genome may change and what
-    the harness calls, shown verbatim in the system prompt."""
-    return (population.asset_dir("genome") / "GENOME.md").read_text()
 
 
 class ReplyError(ValueError):
