@@ -20,11 +20,12 @@ import itertools
 import os
 import re
 import signal
-import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
+
+from . import sandbox
 
 MECHANISMS = ("cgroup-v2", "cgroup-v1", "affinity", "none")
 V1 = ("cpuset", "cpu", "cpuacct")  # the cgroup-v1 controllers a box needs: cores, quota, accounting
@@ -51,6 +52,13 @@ def slot_cores(slot_index: int, threads: int) -> tuple[int, ...]:
     cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     start = slot_index * threads
     return tuple(dict.fromkeys(cpus[(start + k) % len(cpus)] for k in range(threads)))
+
+
+@functools.lru_cache(maxsize=1)
+def gpu_names() -> tuple[str, ...]:
+    """The machine's GPUs as the driver names them, one per device index; none without nvidia-smi."""
+    out = sandbox.call(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"], timeout_s=20)
+    return tuple(line.strip() for line in out.stdout.splitlines() if line.strip()) if out and out.returncode == 0 else ()
 
 
 def overrun(used_cpu_s: float, wall_s: float, grant: Grant, tolerance: float = 0.10) -> bool:
@@ -303,10 +311,8 @@ def _works(mechanism: str) -> bool:
         return False
     try:
         probe = [sys.executable, "-c", "import os; print(sorted(os.sched_getaffinity(0)))"]
-        out = subprocess.run(probe, preexec_fn=box.preexec, capture_output=True, text=True, timeout=30)
-        return out.stdout.strip() == str(list(box.grant.cores)) and box.cpu_seconds() > 0
-    except (OSError, subprocess.SubprocessError):
-        return False
+        out = sandbox.call(probe, timeout_s=30, preexec=box.preexec)
+        return out is not None and out.stdout.strip() == str(list(box.grant.cores)) and box.cpu_seconds() > 0
     finally:
         box.close()
 

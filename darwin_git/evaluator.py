@@ -19,7 +19,6 @@ import shutil
 import signal
 import socket
 import stat
-import subprocess
 import sys
 import tempfile
 import threading
@@ -32,7 +31,7 @@ import numpy as np
 
 from . import compute, git, sandbox, scoring
 from .channel import Channel, Meter
-from .corpus import Corpus, _atomic_write, cache_root, prepare
+from .corpus import Corpus, atomic_write, cache_root, prepare
 from .config import TOKEN_CAP_S, EvalSettings, parse_budget
 from .errors import DarwinError
 
@@ -137,12 +136,7 @@ def compute_mode(settings: EvalSettings) -> str:
 
 def _device_name(device: str) -> str:
     if device.startswith("cuda"):
-        try:
-            out = subprocess.run(["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=20).stdout.strip().splitlines()
-            return out[0] if out else "cuda"
-        except (OSError, subprocess.TimeoutExpired):
-            return "cuda"
+        return next(iter(compute.gpu_names()), "cuda")
     try:
         model = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                      if line.startswith("model name"))
@@ -175,9 +169,9 @@ def _measured_peak(path: Path, settings: EvalSettings, device_name: str) -> floa
                  "while time.time() - t < 1.0: a @ b; n += 1\n"
                  "torch.cuda.synchronize() if dev == 'cuda' else None\n"
                  "print(2 * 1024**3 * n / (time.time() - t))\n") % settings.device
-        out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
-        known[device_name] = float(out.stdout.strip() or 1e11)
-        _atomic_write(path, json.dumps(known).encode())
+        out = sandbox.call([sys.executable, "-c", probe], timeout_s=120)
+        known[device_name] = float(out.stdout.strip() or 1e11) if out else 1e11
+        atomic_write(path, json.dumps(known).encode())
     return known[device_name]
 
 

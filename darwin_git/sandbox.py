@@ -24,9 +24,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
-
-from .compute import ComputeBox
+from typing import Callable, Protocol
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 PR_SET_DUMPABLE = 4
@@ -38,6 +36,42 @@ TMPFS_BYTES = 256 << 20  # each in-memory folder (/tmp, /dev/shm): memory the RS
 ERROR_CHARS = 4000  # of a child's stderr, the most that goes into a record
 TAIL_BYTES = 64 * 1024  # how much of a child's output the harness ever reads
 ETC = ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "passwd", "group", "nsswitch.conf")
+
+
+PIPE = subprocess.PIPE  # for `spawn`'s streams: callers need no subprocess of their own
+Process = subprocess.Popen
+
+
+class Box(Protocol):
+    """What a run needs of the cores it is held to (compute.ComputeBox is the one kind): stated here, so
+    compute can start its own probes through `call` without a circle of imports."""
+
+    mechanism: str
+
+    def preexec(self) -> None: ...
+    def track(self, pid: int) -> None: ...
+    def cpu_seconds(self) -> float: ...
+    def oom_killed(self) -> bool: ...
+    def close(self) -> None: ...
+
+
+@dataclass
+class Finished:
+    """What a harness-written command left: its exit status and its output."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def call(argv: list[str], timeout_s: float, preexec: Callable[[], None] | None = None) -> Finished | None:
+    """Run a command the harness wrote (nvidia-smi, a probe, pip) to its end, output captured; None when it
+    cannot start or outlives `timeout_s`, so a missing tool means a fallback, never a traceback."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s, preexec_fn=preexec)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return Finished(done.returncode, done.stdout, done.stderr)
 
 
 def clean_env(extra: dict[str, str]) -> dict[str, str]:
@@ -54,11 +88,8 @@ def bwrap_works() -> bool:
     """True when bubblewrap is installed and allowed to make namespaces on this machine."""
     if not shutil.which("bwrap"):
         return False
-    probe = Jail().wrap([sys.executable, "-c", "pass"], Path("/"))
-    try:
-        return subprocess.run(probe, capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+    done = call(Jail().wrap([sys.executable, "-c", "pass"], Path("/")), timeout_s=20)
+    return done is not None and done.returncode == 0
 
 
 def package_dir() -> Path:
@@ -172,8 +203,8 @@ class Watchdog(threading.Thread):
     """Polls a child's process tree; kills the whole group when time or memory runs out, or when
     `overdue` (polled too) names a reason to stop it, e.g. it kept running after its data ended."""
 
-    def __init__(self, proc: subprocess.Popen, timeout_s: float, memory_bytes: int,
-                 overdue: Callable[[], str] | None = None, box: ComputeBox | None = None):
+    def __init__(self, proc: Process, timeout_s: float, memory_bytes: int,
+                 overdue: Callable[[], str] | None = None, box: Box | None = None):
         super().__init__(daemon=True)
         self.proc, self.timeout_s, self.memory_bytes, self.overdue = proc, timeout_s, memory_bytes, overdue
         self.box = box
@@ -199,8 +230,8 @@ class Watchdog(threading.Thread):
             kill_group(self.proc)
 
 
-def spawn(argv: list[str], cwd: Path, env: dict[str, str], jail: Jail | None, box: ComputeBox | None = None,
-          **popen) -> subprocess.Popen:
+def spawn(argv: list[str], cwd: Path, env: dict[str, str], jail: Jail | None, box: Box | None = None,
+          **popen) -> Process:
     """Start argv in its own session (so its group can be killed whole), inside the jail if any, and inside
     the compute box if any: the child joins it before exec, so everything it starts is held there too."""
     proc = subprocess.Popen(jail.wrap(argv, cwd) if jail else argv, cwd=cwd, env=env, start_new_session=True,
@@ -220,7 +251,7 @@ def tail_text(path: Path, limit: int = TAIL_BYTES) -> str:
 def run(argv: list[str], cwd: Path, env: dict[str, str], timeout_s: float, memory_bytes: int,
         jail: Jail | None, log_dir: Path, pass_fds: tuple[int, ...] = (),
         started: Callable[[], None] | None = None, overdue: Callable[[], str] | None = None,
-        box: ComputeBox | None = None) -> Outcome:
+        box: Box | None = None) -> Outcome:
     """Run argv to completion or until a limit trips; never raises for the child's misbehaviour.
     Its output goes to `log_dir`, which must be the harness's: a folder the child cannot write.
     With a compute box, everything left in it is killed at the end and its CPU time is the outcome's."""
@@ -250,7 +281,7 @@ def run(argv: list[str], cwd: Path, env: dict[str, str], timeout_s: float, memor
     )
 
 
-def kill_group(proc: subprocess.Popen) -> None:
+def kill_group(proc: Process) -> None:
     """SIGKILL the child's whole process group, then reap it: nothing it started outlives it."""
     try:
         os.killpg(proc.pid, signal.SIGKILL)

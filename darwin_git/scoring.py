@@ -19,7 +19,6 @@ from __future__ import annotations
 import math
 import os
 import struct
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,7 +58,7 @@ def _read_exact(stream, n: int) -> bytes:
 class Runner:
     """Client side of the runner protocol: int64 tokens in, one float32 logits row per window out."""
 
-    def __init__(self, proc: subprocess.Popen):
+    def __init__(self, proc: sandbox.Process):
         self.proc = proc
         self.block_size, self.vocab_size, self.incremental = struct.unpack("<qqq", _read_exact(proc.stdout, 24))
 
@@ -132,7 +131,7 @@ def score(genome_dir: Path, ckpt: Path, splits: dict[str, np.ndarray], token_byt
     for name, tokens in splits.items():
         box = new_box(name)
         with open(log_dir / f"score-{name}-stderr.txt", "wb") as err:
-            proc = sandbox.spawn(argv, genome_dir, env, jail, box, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            proc = sandbox.spawn(argv, genome_dir, env, jail, box, stdin=sandbox.PIPE, stdout=sandbox.PIPE,
                                  stderr=err)
             dog = sandbox.Watchdog(proc, timeout_s, memory_bytes)
             try:

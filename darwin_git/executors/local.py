@@ -12,13 +12,12 @@ import itertools
 import os
 import queue
 import signal
-import subprocess
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from ..compute import slot_cores
+from ..compute import gpu_names, slot_cores
 from ..corpus import Corpus, cache_root
 from ..errors import DarwinError
 from ..config import EvalSettings, ExecutorSettings
@@ -29,17 +28,13 @@ CANCEL_WAIT_S = 60.0
 
 
 def visible_devices() -> list[str]:
-    """The GPUs this process may use: CUDA_VISIBLE_DEVICES when set (CUDA's own rules), else `nvidia-smi -L`."""
+    """The GPUs this process may use: CUDA_VISIBLE_DEVICES when set (CUDA's own rules), else every GPU the driver lists."""
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
         # CUDA stops at the first invalid entry; "-1" (or "") is the usual way to hide every GPU.
         entries = (d.strip() for d in listed.split(","))
         return list(itertools.takewhile(lambda d: d and not d.startswith("-"), entries))
-    try:
-        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [str(i) for i in range(sum(line.startswith("GPU ") for line in out.splitlines()))]
+    return [str(i) for i in range(len(gpu_names()))]
 
 
 def _kill_stages() -> None:
