@@ -102,7 +102,7 @@ def build_repo(repo: Path, n: int, rng: random.Random) -> None:
     for i in range(n):
         sha, failed = shas[f":{i + 1}"], rng.random() < FAILED_SHARE
         runs = [run_record(rng, sha, "0" * 40, 1337 + k, failed and k == 1) for k in range(2)]
-        notes += [f"N inline {sha}\n".encode(), data(json.dumps(fitness.summarize(runs), sort_keys=True, indent=1))]
+        notes += [f"N inline {sha}\n".encode(), data(fitness.summarize(runs).text())]
     log = [f"commit {population.GENERATIONS}\ncommitter {AUTHOR}\n".encode(), data("generations log")]
     for g in range(1 + (n - 1) // PER_GENERATION + 1):
         members = names[(g - 1) * PER_GENERATION: g * PER_GENERATION] if g else []

@@ -54,9 +54,8 @@ def genomes(repo: Path, cfg: Config, names: dict[str, str]) -> dict[str, Genome]
     docs = fitness.all_fitness(repo, cfg.notes.fitness)
     out = {}
     for name, sha in names.items():
-        doc = docs.get(sha, {})
-        out[name] = Genome(name, sha, doc.get("fitness"), doc.get("spread", 0.0), doc.get("n", 0),
-                           doc.get("status", ""))
+        doc = docs.get(sha, fitness.UNEVALUATED)
+        out[name] = Genome(name, sha, doc.fitness, doc.spread, doc.n, doc.status)
     return out
 
 
@@ -249,8 +248,8 @@ class Generation:
         """File what the operator asked of people; the generation goes on without waiting for an answer."""
         doc = review.file(self.repo, self.cfg, proposal.request, agent=author, via=proposal.operator.split(":")[0],
                             genome=genome, base=base, generation=g, origin=f"g{g}/slot{slot.slot}")
-        self.console.print(f"  ? {doc['id']:<18} request ({doc['kind']}) from {author}: {escape(doc['title'])} "
-                           f"[dim](darwin-git review {doc['id']})[/]")
+        self.console.print(f"  ? {doc.id:<18} request ({doc.kind}) from {author}: {escape(doc.title)} "
+                           f"[dim](darwin-git review {doc.id})[/]")
         return doc
 
     # ---- evaluate ----------------------------------------------------------------------------
@@ -264,11 +263,11 @@ class Generation:
         self.executor = self.executor or executor_for(self.cfg.executor, self.cfg.evaluation)
         runs = self.executor.run(self.repo, jobs, self.cfg.evaluation, self.corpus, self.console)
         for job, record in runs:  # each note is written here, by the driver alone, as its run ends
-            doc = fitness.add_run(self.repo, record, self.cfg.notes.fitness)
+            fitness.add_run(self.repo, record, self.cfg.notes.fitness)
             parent = plan.parents.get(job.name) if plan else None
-            self._report(job.name, job.sha, record, doc, parent_fit.get(parent) if parent else None)
+            self._report(job.name, job.sha, record, parent_fit.get(parent) if parent else None)
 
-    def _report(self, name: str, sha: str, record: dict, doc: dict, parent_fitness: float | None) -> None:
+    def _report(self, name: str, sha: str, record: dict, parent_fitness: float | None) -> None:
         info = git.commit_info(self.repo, [sha]).get(sha)
         operator = info.trailers.get("Darwin-Operator", "template") if info else ""
         bpb = f"{record['val_bpb']:.4f}" if record["val_bpb"] is not None else "-"

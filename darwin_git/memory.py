@@ -76,7 +76,7 @@ class History:
     changes: list[Change]
     attempts: list[Attempt]
     baseline: float | None  # the template's fitness
-    requests: list[dict]  # every request filed for review (review.py), oldest first
+    requests: list[review.Request]  # every request filed for review (review.py), oldest first
     fitness: dict[str, float]  # sha -> fitness of every scored darwin commit
 
     def add_child(self, child: breeding.Child, agent: str, author: str, generation: int, slot: int,
@@ -106,7 +106,7 @@ def history(repo: Path, cfg: Config) -> History:
             ci = info.get(sha)
 
     def score(sha: str) -> float | None:
-        return docs.get(sha, {}).get("fitness")
+        return docs.get(sha, fitness.UNEVALUATED).fitness
 
     changes, baseline = [], None
     for sha in shas:
@@ -118,14 +118,14 @@ def history(repo: Path, cfg: Config) -> History:
         t = ci.trailers
         if "Darwin-Agent" not in t:
             continue
-        doc = docs.get(sha, {})
+        doc = docs.get(sha, fitness.UNEVALUATED)
         changes.append(Change(
             sha=sha, name=names.get(sha, sha[:10]), agent=t["Darwin-Agent"],
             author=t.get("Darwin-Author", t["Darwin-Agent"]), generation=_int(t.get("Darwin-Generation")),
             slot=_int(t.get("Darwin-Slot")), operator=t.get("Darwin-Operator", ""), title=ci.subject,
             reasoning=notes.get(sha, {}).get("reasoning") or ci.body.split("\n\nDarwin-")[0],
             parent=ci.parents[0] if ci.parents else "", before=score(ci.parents[0]) if ci.parents else None,
-            after=doc.get("fitness"), status=doc.get("status", ""), detail=_detail(doc), alive=sha in live_shas))
+            after=doc.fitness, status=doc.status, detail=_detail(doc), alive=sha in live_shas))
     changes.sort(key=lambda c: (c.generation, c.slot))
 
     slots = {(g, s.slot): s for g, step in population.generations(repo).items() if step.plan for s in step.plan.slots}
@@ -136,7 +136,7 @@ def history(repo: Path, cfg: Config) -> History:
         author = (slot.author or agent_of(slot.child)) if slot else agent_of(parent_name)
         attempts.append(Attempt(f.generation, f.slot, parent_name, author, f.operator, f.title, f.reason))
     attempts.sort(key=lambda a: (a.generation, a.slot))
-    fit = {sha: doc["fitness"] for sha, doc in docs.items() if doc.get("fitness") is not None}
+    fit = {sha: doc.fitness for sha, doc in docs.items() if doc.fitness is not None}
     return History(changes, attempts, baseline, review.load(repo), fit)
 
 
@@ -147,13 +147,13 @@ def _int(value: str | None) -> int:
         return 0
 
 
-def _detail(doc: dict) -> str:
+def _detail(doc: fitness.FitnessDoc) -> str:
     """Spread for a scored genome; stage and first error line for a failed one."""
-    if not doc:
+    if not doc.n:
         return ""
-    if doc.get("status") == "ok":
-        return f"±{doc.get('spread', 0.0):.4f} over {doc['n']} runs" if doc.get("n", 0) > 1 else ""
-    bad = next((r for r in doc.get("runs", []) if r.get("status") != "ok"), {})
+    if doc.status == "ok":
+        return f"±{doc.spread:.4f} over {doc.n} runs" if doc.n > 1 else ""
+    bad = next((r for r in doc.runs if r.get("status") != "ok"), {})
     error = (bad.get("error") or "").strip().splitlines()
     return f"at {bad.get('stage', '?')}" + (f": {_short(error[-1], REASON_CHARS)}" if error else "")
 
@@ -242,24 +242,23 @@ def agent_memory(repo: Path, cfg: Config, agent: str, budget_tokens: int = MEMOR
 
 def answers(hist: History, agent: str) -> str:
     """The agent's latest requests and what people decided, so its next change can take them into account."""
-    mine = [d for d in hist.requests if d["agent"] == agent][-REQUESTS:]
+    mine = [d for d in hist.requests if d.agent == agent][-REQUESTS:]
     if not mine:
         return ""
     lines = ["# Requests this agent made to the people running this search, and their answers"]
     for d in mine:
-        decision = next((e for e in reversed(d["events"]) if e["action"] == d["state"]), {})
-        if d["state"] == "open":
+        decision = d.decision() or review.Event(d.state, d.reviewer, d.updated)
+        if d.state == "open":
             verdict = "open, no answer yet"
         else:
-            verdict = f"{d['state'].upper()} by {d['reviewer']}"
-            if decision.get("merged"):
-                verdict += " (merged into " + ", ".join(sorted(decision["merged"])) + "; scored like any change)"
-            if decision.get("data"):
-                verdict += f" (data file {Path(decision['data']['path']).name} recorded for a new run)"
-            verdict += f": {_short(d['reason'], REASON_CHARS)}" if d["reason"] else ""
-        lines.append(f"- {d['id']} (g{d['generation']}, {d['kind']}) \"{d['title']}\": {verdict}")
-        lines += [f"  comment by {e['by']}: {_short(e['text'], REASON_CHARS)}" for e in d["events"]
-                  if e["action"] == "comment"]
+            verdict = f"{d.state.upper()} by {d.reviewer}"
+            if decision.merged:
+                verdict += " (merged into " + ", ".join(sorted(decision.merged)) + "; scored like any change)"
+            if decision.data:
+                verdict += f" (data file {Path(decision.data['path']).name} recorded for a new run)"
+            verdict += f": {_short(d.reason, REASON_CHARS)}" if d.reason else ""
+        lines.append(f"- {d.id} (g{d.generation}, {d.kind}) \"{d.title}\": {verdict}")
+        lines += [f"  comment by {e.by}: {_short(e.text, REASON_CHARS)}" for e in d.events if e.action == "comment"]
     return "\n".join(lines) + "\n"
 
 
@@ -399,4 +398,4 @@ def context(repo: Path, cfg: Config, author: str, hist: History,
     tried.sort(key=lambda o: o.generation)
     return Context(memory=agent_memory(repo, cfg, author, budget_tokens, hist),
                    inspiration=[population_digest(repo, cfg), *inspiration(repo, cfg, hist=hist)],
-                   tried=tried, asked=[d["generation"] for d in hist.requests if d["agent"] == author])
+                   tried=tried, asked=[d.generation for d in hist.requests if d.agent == author])

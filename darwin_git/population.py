@@ -88,6 +88,12 @@ def create(repo: Path, name: str, sha: str, message: str) -> None:
     git.update_ref(repo, LIVE + name, sha, old="", message=message)
 
 
+def advance(repo: Path, moves: dict[str, tuple[str, str]], record: list[str]) -> None:
+    """Move living genomes forward ({name: (tip, new tip)}) in one compare-and-swap transaction with
+    `record`, the ref updates of the record that says why (the requests log): neither moves alone."""
+    git.update_refs(repo, [*(f"update {LIVE}{n} {new} {old}" for n, (old, new) in sorted(moves.items())), *record])
+
+
 def prune(repo: Path, names: dict[str, str]) -> None:
     """Move pruned branches to the archive in one ref transaction: all move or none do."""
     if not names:

@@ -25,8 +25,8 @@ def check_records(repo: Path, cfg: Config) -> None:
     review.load(repo)
 
 
-def _mfu(doc: dict) -> float | None:
-    values = [r["mfu"] for r in doc.get("runs", []) if isinstance(r.get("mfu"), (int, float))]
+def _mfu(doc: fitness.FitnessDoc) -> float | None:
+    values = [r["mfu"] for r in doc.runs if isinstance(r.get("mfu"), (int, float))]
     return statistics.fmean(values) if values else None
 
 
@@ -39,14 +39,14 @@ def leaderboard(repo: Path, cfg: Config, include_archive: bool = False) -> dict:
     info = git.commit_info(repo, sorted({sha for sha, _ in names.values()}))
     rows = []
     for name, (sha, archived) in names.items():
-        doc, ci = docs.get(sha, {}), info.get(sha)
+        doc, ci = docs.get(sha, fitness.UNEVALUATED), info.get(sha)
         trailers = ci.trailers if ci else {}
         parent = trailers.get("Darwin-Parent", "")
         rows.append({
             "name": name, "sha": sha, "archived": archived,
             "generation": int(trailers.get("Darwin-Generation", 0)),
-            "fitness": doc.get("fitness"), "spread": doc.get("spread", 0.0), "n": doc.get("n", 0),
-            "test": doc.get("test"), "status": doc.get("status", ""), "mfu": _mfu(doc),
+            "fitness": doc.fitness, "spread": doc.spread, "n": doc.n, "test": doc.test, "status": doc.status,
+            "mfu": _mfu(doc),
             "operator": trailers.get("Darwin-Operator", "template"),
             "parent": " ".join(p[:8] for p in parent.split()), "title": ci.subject if ci else "",
         })
@@ -114,7 +114,7 @@ def ancestry(repo: Path, cfg: Config, name: str) -> list[dict]:
     info = git.commit_info(repo, shas)
     rows, previous = [], None
     for s in shas:
-        ci, f = info[s], docs.get(s, {}).get("fitness")
+        ci, f = info[s], docs.get(s, fitness.UNEVALUATED).fitness
         rows.append({"sha": s, "generation": int(ci.trailers.get("Darwin-Generation", 0)),
                      "operator": ci.trailers.get("Darwin-Operator", "template"), "title": ci.subject,
                      "fitness": f, "delta": None if f is None or previous is None else round(f - previous, 6)})

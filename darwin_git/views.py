@@ -11,6 +11,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 
 from .population import Summary
+from .review import Request
 
 console = Console(highlight=False)
 
@@ -72,10 +73,10 @@ def genome(d: dict) -> None:
     if d["body"]:
         console.print("\n" + escape(d["body"]) + "\n")
     f = d["fitness"]
-    if f:
-        console.print(f"fitness (val bpb) {f['fitness']} (spread {f['spread']}, {f['n']} runs, status {f['status']}); "
-                      f"test bpb {f['test']} ({f['test_n']} runs; never used by selection)")
-        for run in f["runs"]:
+    if f.n:
+        console.print(f"fitness (val bpb) {f.fitness} (spread {f.spread}, {f.n} runs, status {f.status}); "
+                      f"test bpb {f.test} ({f.test_n} runs; never used by selection)")
+        for run in f.runs:
             speed = run.get("tokens_per_s")  # .get: a hand-written run holds only what scoring needs
             speed = round(speed) if isinstance(speed, (int, float)) else None
             console.print(f"  seed {run.get('seed')}: {run['status']} stage={run.get('stage')} "
@@ -102,44 +103,43 @@ def lineage(name: str, rows: list[dict]) -> None:
 
 # ---- requests ------------------------------------------------------------------------------------------
 
-def request_line(doc: dict) -> None:
+def request_line(doc: Request) -> None:
     """One line per request, never wrapped, so the list pipes into grep and cut."""
-    change = "patch" if doc["commit"] else "no patch"
-    click.echo(f"{doc['id']:<5} {doc['state']:<9} {doc['kind']:<12} {doc['agent']:<10} g{doc['generation']:<4} "
-               f"{change:<9} {doc['title']}")
+    change = "patch" if doc.commit else "no patch"
+    click.echo(f"{doc.id:<5} {doc.state:<9} {doc.kind:<12} {doc.agent:<10} g{doc.generation:<4} "
+               f"{change:<9} {doc.title}")
 
 
-def request_page(doc: dict, history: list[dict], stat: str, diff: str) -> None:
+def request_page(doc: Request, history: list[dict], stat: str, diff: str) -> None:
     """A request as a pull-request page: rationale, evidence, the base's fitness history, events, diff."""
-    console.print(f"[bold]{doc['id']}[/] {escape('[' + doc['state'] + ']')} {doc['kind']}: "
-                  f"[bold]{escape(doc['title'])}[/]")
-    console.print(f"requested by {escape(doc['agent'])} ({doc['via']}) in generation {doc['generation']}, "
-                  f"against darwin/{doc['genome']} {doc['base'][:10]}; default --to: {', '.join(doc['to'])}")
-    console.print("\n" + escape(doc["rationale"]) + "\n")
-    ev = doc["evidence"]
-    bpb = "unevaluated" if ev["fitness"] is None else f"{ev['fitness']:.4f} ±{ev['spread']:.4f} over {ev['runs']} runs"
-    console.print(f"[bold]evidence[/]: darwin/{ev['genome']} val bpb {bpb} ({ev['status']})")
-    if ev["cited"]:
-        console.print(f"  cited: {escape(ev['cited'])}")
-    console.print(f"[bold]fitness history of {ev['genome']}[/] (first-parent lineage, from the fitness notes):")
+    console.print(f"[bold]{doc.id}[/] {escape('[' + doc.state + ']')} {doc.kind}: [bold]{escape(doc.title)}[/]")
+    console.print(f"requested by {escape(doc.agent)} ({doc.via}) in generation {doc.generation}, "
+                  f"against darwin/{doc.genome} {doc.base[:10]}; default --to: {', '.join(doc.to)}")
+    console.print("\n" + escape(doc.rationale) + "\n")
+    ev = doc.evidence
+    bpb = "unevaluated" if ev.fitness is None else f"{ev.fitness:.4f} ±{ev.spread:.4f} over {ev.runs} runs"
+    console.print(f"[bold]evidence[/]: darwin/{ev.genome} val bpb {bpb} ({ev.status})")
+    if ev.cited:
+        console.print(f"  cited: {escape(ev.cited)}")
+    console.print(f"[bold]fitness history of {ev.genome}[/] (first-parent lineage, from the fitness notes):")
     for row in history:
         bpb = "-" if row["fitness"] is None else f"{row['fitness']:.4f}"
         delta = "" if row["delta"] is None else f"{row['delta']:+.4f}"
         console.print(f"  g{row['generation']:<3} {row['sha'][:10]} {bpb:>8} {delta:>8}  {escape(row['title'])}")
     console.print("[bold]history[/]:")
-    for e in doc["events"]:
-        said = e.get("reason") or e.get("text") or ""
-        console.print(f"  {e['time']} {e['action']} by {escape(e['by'])}" + (f": {escape(said)}" if said else "")
-                      + "".join(f"\n    merged into darwin/{b}: {sha[:10]}" for b, sha in e.get("merged", {}).items())
-                      + (f"\n    data file {e['data']['path']} sha256 {e['data']['sha256']}" if "data" in e else ""))
-    if doc["commit"]:
+    for e in doc.events:
+        said = e.reason or e.text
+        console.print(f"  {e.time} {e.action} by {escape(e.by)}" + (f": {escape(said)}" if said else "")
+                      + "".join(f"\n    merged into darwin/{b}: {sha[:10]}" for b, sha in e.merged.items())
+                      + (f"\n    data file {e.data['path']} sha256 {e.data['sha256']}" if e.data else ""))
+    if doc.commit:
         console.print("\n" + escape(stat.rstrip()))
         console.print(Syntax(diff, "diff", theme="ansi_dark", background_color="default"))
     else:
         console.print("\nno patch: this request asks for something other than a code change")
 
 
-def decided(doc: dict, verb: str) -> None:
+def decided(doc: Request, verb: str) -> None:
     """`approved r3; ada sees the answer in its memory`: who hears of the decision."""
-    heard = "filed it" if doc["via"] == "person" else "sees the answer in its memory"
-    console.print(f"{verb} {doc['id']}; {escape(doc['agent'])} {heard}")
+    heard = "filed it" if doc.via == "person" else "sees the answer in its memory"
+    console.print(f"{verb} {doc.id}; {escape(doc.agent)} {heard}")

@@ -283,13 +283,13 @@ def test_what_a_request_would_commit_is_checked_when_filed_and_when_approved(sto
 
     draft = RequestDraft("script", "Tune it", "An agent's idea.", patch=cheats["copy to hooks/pre-commit"][0])
     doc = review.file(repo, cfg, draft, agent="ada", via="llm", genome="ada", base=root, generation=1)
-    assert doc["commit"] == "" and "hooks/pre-commit" in doc["rationale"]  # still heard, without the edits
+    assert doc.commit == "" and "hooks/pre-commit" in doc.rationale  # still heard, without the edits
 
     # a log entry edited by hand to point at a commit that changes darwin.toml is not merged either
     settings = git(repo, "show", f"{root}:darwin.toml")
     evil = commit_on(repo, root, {"darwin.toml": ("100644", settings.replace('"20800tokens"', '"2000000tokens"'))}, "x")
-    doc.update(commit=evil)
-    commit, old = plumbing.log_commit(repo, review.LOG, {"r1.json": json.dumps(doc)}, "hand edit")
+    commit, old = plumbing.log_commit(repo, review.LOG, {"r1.json": json.dumps({**doc.json(), "commit": evil})},
+                                      "hand edit")
     git(repo, "update-ref", review.LOG, commit, old)
     before = population.living(repo)
     assert_one_line_error(cli("approve", "r1", "-C", repo),

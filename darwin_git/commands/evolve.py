@@ -41,7 +41,7 @@ def paused(repo: Path) -> bool:
     """With [evolution] pause_on_requests, say so and stop while any request waits for review."""
     from ..review import open_requests
 
-    waiting = [d["id"] for d in open_requests(repo)]
+    waiting = [d.id for d in open_requests(repo)]
     if waiting:
         views.console.print(f"paused: {len(waiting)} open request(s) wait for review ({', '.join(waiting)}). "
                             "List them with `darwin-git requests`, read one with `darwin-git review ID`, decide with "

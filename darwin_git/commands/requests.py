@@ -22,7 +22,7 @@ def requests_cmd(show_all, as_json, repo_dir) -> None:
     repo, _ = evolution_repo(repo_dir)
     docs = review.load(repo) if show_all else review.open_requests(repo)
     if as_json:
-        click.echo(json.dumps(docs, indent=1))
+        click.echo(json.dumps([d.json() for d in docs], indent=1))
         return
     if not docs:
         views.console.print("no requests" if show_all else "no open requests (--all lists decided ones)")
@@ -44,8 +44,8 @@ def review(rid, as_patch, repo_dir) -> None:
     if as_patch:
         click.echo(review.format_patch(repo, doc), nl=False)
         return
-    history = ancestry(repo, cfg, doc["base"])[-8:]  # read before printing: a broken note is then the only line
-    stat, diff = (review.diff(repo, doc, stat=True), review.diff(repo, doc)) if doc["commit"] else ("", "")
+    history = ancestry(repo, cfg, doc.base)[-8:]  # read before printing: a broken note is then the only line
+    stat, diff = (review.diff(repo, doc, stat=True), review.diff(repo, doc)) if doc.commit else ("", "")
     views.request_page(doc, history, stat, diff)
 
 
@@ -63,11 +63,11 @@ def approve(rid, to, data, reason, by, repo_dir) -> None:
 
     repo, cfg = evolution_repo(repo_dir)
     doc = review.approve(repo, cfg, rid, by or review.reviewer(repo), reason, to, data)
-    event = doc["events"][-1]
-    for branch, sha in event.get("merged", {}).items():
+    event = doc.events[-1]
+    for branch, sha in event.merged.items():
         views.console.print(f"merged {rid} into darwin/{branch}: {sha[:10]} (scored in the next generation)")
-    if "data" in event:
-        d = event["data"]
+    if event.data:
+        d = event.data
         views.console.print(f"recorded {d['path']} ({d['bytes']:,} bytes, sha256 {d['sha256']}). This search keeps its "
                       f"corpus, so its fitness stays comparable; to train on the file, start a new evolution repo: "
                       f"`darwin-git init DIR --data {d['path']}`")
@@ -117,5 +117,5 @@ def propose(source, title, to, rationale, kind, by, repo_dir) -> None:
 
     repo, cfg = evolution_repo(repo_dir)
     doc = review.propose(repo, cfg, source, title, to, rationale, kind, by or review.reviewer(repo))
-    views.console.print(f"filed {doc['id']}: {escape(doc['title'])} for darwin/{doc['genome']} "
-                  f"(review it with `darwin-git review {doc['id']}`)")
+    views.console.print(f"filed {doc.id}: {escape(doc.title)} for darwin/{doc.genome} "
+                        f"(review it with `darwin-git review {doc.id}`)")
