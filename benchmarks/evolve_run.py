@@ -41,8 +41,8 @@ def main() -> None:
     rows = []
     for _ in range(args.generations + 1):
         s = Generation(repo, cfg, console).run()
-        rows.append((s["generation"], s["best"]["name"], s["best"]["fitness"], s["best"]["spread"],
-                     s["delta_vs_baseline"], len(s["failures"]), time.time() - t0))
+        rows.append((s.generation, s.best.name, s.best.fitness, s.best.spread, s.delta_vs_baseline,
+                     len(s.failures), time.time() - t0))
         console.print(f"[bold]gen {rows[-1][0]}[/] best {rows[-1][2]:.4f} delta {rows[-1][4]:+.4f} "
                       f"elapsed {rows[-1][6]:.0f}s")
     print(f"\nrepo: {repo}")

@@ -19,7 +19,8 @@ EXECUTORS = ("local", "ray")  # where evaluations run: this machine's slots or a
 TOKEN_CAP_S = 600.0  # a token budget's wall-clock cap when [evaluation] timeout_s is 0
 PRICES = {"gpt-4o-mini": [0.15, 0.6], "gpt-4o": [2.5, 10.0], "gpt-4.1": [2.0, 8.0], "gpt-4.1-mini": [0.4, 1.6],
           "gpt-4.1-nano": [0.1, 0.4]}
-CHOICES = {("evolution", "operator"): ("auto", "offline", "llm"), ("llm", "target"): ("self", "other", "mixed"),
+STRATEGIES = ("evolution", "greedy", "random")  # darwin_git/strategies/: one module each
+CHOICES = {("evolution", "operator"): ("auto", "offline", "llm"), ("evolution", "strategy"): STRATEGIES, ("llm", "target"): ("self", "other", "mixed"),
            ("evaluation", "sandbox"): ("auto", "bwrap", "none"), ("evaluation", "tokenizer"): ("char", "gpt2"),
            ("evaluation", "compute"): ("auto", "affinity", "none"),
            ("executor", "kind"): EXECUTORS}
@@ -98,6 +99,7 @@ class Evolution:
     tournament: int = 2  # tournament size for parent choice
     operator: str = "auto"  # auto | offline | llm; auto = llm when [llm] model and its key (or base_url) are set
     pause_on_requests: bool = False  # evolve stops between generations while requests wait for review
+    strategy: str = "evolution"  # evolution (mu + lambda) | greedy (1 + 1) | random (best-of-N): darwin_git/strategies/
 
 
 @dataclass

@@ -28,6 +28,7 @@ from .operators import Check, Operator, OperatorError, Proposal
 from .population import agent_of
 from .report import check_records
 from .selection import Genome
+from .strategies import strategy_for
 
 
 def operator_for(cfg: Config) -> Operator:
@@ -121,24 +122,21 @@ class Generation:
         live = population.living(self.repo)
         pool = list(genomes(self.repo, self.cfg, live).values())
         rng = random.Random(f"{evo.seed}:{g}:plan")
-        counts = population.children_counts(self.repo)
         authors = random.Random(f"{evo.seed}:{g}:authors")  # its own stream: parent choice is unchanged
         agents = sorted({agent_of(n) for n in live})
-        slots = []
-        for slot in range(evo.offspring):
-            first = selection.tournament(pool, counts, evo.tournament, rng)
-            counts[first.sha] = counts.get(first.sha, 0) + 1
-            parents = [first]
-            distinct = {p.sha for p in pool if p.ok} - {first.sha}
-            if distinct and rng.random() < evo.crossover_rate:
-                second = selection.tournament(pool, counts, evo.tournament, rng, exclude=first.sha)
-                counts[second.sha] = counts.get(second.sha, 0) + 1
-                parents.append(second)
-            slots.append(population.Slot(
-                slot, "crossover" if len(parents) == 2 else "mutation",
-                [population.Parent(p.name, p.sha) for p in parents], f"{agent_of(first.name)}-g{g}-{slot}",
-                pick_author(agent_of(first.name), agents, self.cfg.llm.target, authors)))
+        chosen = strategy_for(evo.strategy).parents(pool, self._root(), population.children_counts(self.repo),
+                                                    evo, rng)
+        slots = [population.Slot(
+            slot, "crossover" if len(parents) == 2 else "mutation",
+            [population.Parent(p.name, p.sha) for p in parents], f"{agent_of(parents[0].name)}-g{g}-{slot}",
+            pick_author(agent_of(parents[0].name), agents, self.cfg.llm.target, authors))
+            for slot, parents in enumerate(chosen)]
         return population.Plan(g, live, slots, time.time())
+
+    def _root(self) -> Genome:
+        """The baseline genome, as generation 0 measured it: best-of-N's only parent."""
+        best = population.generations(self.repo)[0].summary.best
+        return Genome(best.name, best.sha, best.fitness, best.spread, best.n, "ok")
 
     # ---- breed -------------------------------------------------------------------------------
     def _refresh_digest(self, g: int, hist: memory.History) -> bool:
@@ -304,7 +302,8 @@ class Generation:
     def _select(self, g: int, plan: population.Plan, candidates: dict[str, str], baseline: population.Summary,
                 t0: float) -> population.Summary:
         pop = genomes(self.repo, self.cfg, candidates)
-        keep = selection.survivors(list(pop.values()), self.cfg.evolution.population)
+        keep = strategy_for(self.cfg.evolution.strategy).survivors(list(pop.values()), set(plan.population.values()),
+                                                                   self.cfg.evolution)
         keep_names = {k.name for k in keep}
         live = population.living(self.repo)
         # a branch an approved request moved since the plan (review.approve) stays: its merge is scored next

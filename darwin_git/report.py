@@ -59,7 +59,7 @@ def leaderboard(repo: Path, cfg: Config, include_archive: bool = False) -> dict:
     distinct = list(first.values())
     gens = population.generations(repo)
     return {
-        "repo": repo.name, "operator": resolved_operator(cfg), "model": cfg.llm.model,
+        "repo": repo.name, "strategy": cfg.evolution.strategy, "operator": resolved_operator(cfg), "model": cfg.llm.model,
         "usage": llm_usage(repo, cfg),
         "generation": max((g for g, step in gens.items() if step.summary), default=-1),
         "lead_within_noise": len(distinct) > 1 and within_noise(distinct[0], distinct[1]),

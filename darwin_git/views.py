@@ -39,7 +39,8 @@ def summary(done: Summary) -> None:
 
 
 def leaderboard(board: dict, limit: int) -> None:
-    table = Table(title=f"{board['repo']} - generation {board['generation']} - operator {board['operator']}")
+    table = Table(title=f"{board['repo']} - generation {board['generation']} - {board['strategy']} search - "
+                        f"operator {board['operator']}")
     for col in ("#", "genome", "gen", "val bpb", "test", "MFU", "status", "parent", "change"):
         table.add_column(col, justify="right" if col in ("#", "gen", "val bpb", "test", "MFU") else "left",
                          overflow="ellipsis", no_wrap=col != "change", min_width=12 if col == "change" else None)

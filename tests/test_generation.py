@@ -9,7 +9,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pytest
 
@@ -112,8 +112,11 @@ def _commits_of_generation(repo, g: int) -> set[str]:
     return {line.split()[0] for line in out.splitlines() if line.split()[1:] == [str(g)]}
 
 
-def test_generation_resumes_after_sigkill_without_redoing_work(baseline_repo, tmp_path):
+@pytest.mark.parametrize("strategy", config.STRATEGIES)
+def test_generation_resumes_after_sigkill_without_redoing_work(baseline_repo, tmp_path, strategy):
     repo = clone_repo(baseline_repo, tmp_path / "evo")
+    cfg = config.load(repo)
+    (repo / "darwin.toml").write_text(replace(cfg, evolution=replace(cfg.evolution, strategy=strategy)).to_toml())
     with open(tmp_path / "killed.log", "w") as log:
         proc = subprocess.Popen(CLI + ["generation"], cwd=repo, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True)

@@ -57,8 +57,10 @@ def eval_cmd(rev, budget, seed, device, data, tokenizer, memory_mb, sandbox, not
 
 @click.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--population", type=click.IntRange(max=1000), default=4, show_default=True,
-              help="Genomes kept each generation.")
+@click.option("--strategy", type=click.Choice(config.STRATEGIES), default="evolution", show_default=True,
+              help="Search: evolution (mu + lambda), greedy (1 + 1 hill-climbing), random (best-of-N children of the baseline).")
+@click.option("--population", type=click.IntRange(max=1000),
+              help="Genomes kept each generation (default: 4; greedy: 1).")
 @click.option("--offspring", type=click.IntRange(max=1000), help="Children per generation (default: population).")
 @click.option("--data", help="UTF-8 text file to train on (default: the Shakespeare corpus).")
 @click.option("--tokenizer", type=click.Choice(["char", "gpt2"]), default="char", show_default=True)
@@ -66,7 +68,7 @@ def eval_cmd(rev, budget, seed, device, data, tokenizer, memory_mb, sandbox, not
               help="Training budget: 60s (the harness's clock) or 100000tokens (served by the harness).")
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--seed", type=int, default=1337, show_default=True)
-def init(directory, population, offspring, data, tokenizer, budget, device, seed) -> None:
+def init(directory, strategy, population, offspring, data, tokenizer, budget, device, seed) -> None:
     """Create an evolution repo in DIRECTORY: the genome template, darwin.toml, hooks, agent branches."""
     from ..population import init_repo
 
@@ -75,13 +77,14 @@ def init(directory, population, offspring, data, tokenizer, budget, device, seed
         if not Path(data).is_file():
             raise DarwinError(f"corpus file {data!r} not found; pass --data with a UTF-8 text file")
         data = str(Path(data).resolve())
+    population = (1 if strategy == "greedy" else 4) if population is None else population
     cfg = config.Config()
-    cfg = replace(cfg, evolution=replace(cfg.evolution, population=population, seed=seed,
+    cfg = replace(cfg, evolution=replace(cfg.evolution, strategy=strategy, population=population, seed=seed,
                                          offspring=population if offspring is None else offspring),
                   evaluation=replace(cfg.evaluation, budget=budget, device=device, seed=seed,
                                      data=data or "shakespeare", tokenizer=tokenizer))
     names = init_repo(directory, config.check(cfg, "darwin-git init"))
-    views.console.print(f"created evolution repo [bold]{directory}[/] with {len(names)} agents: "
+    views.console.print(f"created evolution repo [bold]{directory}[/] ({strategy} search) with {len(names)} agents: "
                   + ", ".join(f"darwin/{n}" for n in names))
     views.console.print(f"sandbox: {describe_sandbox()}")
     views.console.print(f"next: cd {directory} && darwin-git evolve -g 3")

@@ -1,0 +1,93 @@
+"""Each search strategy, two real steps on the tiny baseline repo: who breeds, who survives, and the
+same well-formed git records whatever the strategy."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from darwin_git import config, fitness, git, population
+from darwin_git.errors import DarwinError
+from darwin_git.generation import Generation
+from darwin_git.selection import Genome
+from darwin_git.strategies import strategy_for
+
+from .conftest import cli, clone_repo, quiet
+
+
+def two_steps(baseline_repo, tmp_path, strategy: str) -> tuple:
+    repo = clone_repo(baseline_repo, tmp_path / strategy)
+    cfg = config.load(repo)
+    cfg = replace(cfg, evolution=replace(cfg.evolution, strategy=strategy, reevaluations=0))  # one run each: cheaper
+    (repo / "darwin.toml").write_text(cfg.to_toml())
+    root = population.generations(repo)[0].summary.best
+    summaries = [Generation(repo, config.load(repo), quiet()).run() for _ in range(2)]
+    return repo, cfg, root, summaries
+
+
+def check_records(repo, cfg, summaries) -> dict[int, population.Step]:
+    """The records every strategy leaves: a plan and a summary per step, each child a branch (living or
+    archived) whose commit names its planned parents, every evaluated genome a fitness note."""
+    steps = population.generations(repo)
+    assert sorted(steps) == [0, 1, 2] and all(s.plan and s.summary for g, s in steps.items() if g)
+    assert [steps[g].summary for g in (1, 2)] == summaries
+    made = {**population.living(repo), **population.archived(repo)}
+    docs = fitness.all_fitness(repo, cfg.notes.fitness)
+    for g in (1, 2):
+        for slot in steps[g].plan.slots:
+            if slot.child in made:
+                info = git.commit_info(repo, [made[slot.child]])[made[slot.child]]
+                assert info.trailers["Darwin-Parent"].split() == [p.sha for p in slot.parents]
+                assert docs[made[slot.child]].n >= 1
+        assert set(steps[g].summary.evaluated) <= set(made)
+    assert set(population.living(repo)) == {s.name for s in summaries[-1].survivors}
+    return steps
+
+
+@pytest.mark.parametrize("strategy", config.STRATEGIES)
+def test_each_strategy_runs_two_steps_and_leaves_well_formed_records(baseline_repo, tmp_path, strategy):
+    repo, cfg, root, summaries = two_steps(baseline_repo, tmp_path, strategy)
+    steps = check_records(repo, cfg, summaries)
+    for g in (1, 2):
+        plan, summary = steps[g].plan, steps[g].summary
+        best_before = min(plan.population.values(), key=lambda sha: (fitness.of(repo, cfg.notes.fitness, sha).fitness
+                                                                     or float("inf")))
+        if strategy == "greedy":  # one child of the current best; one survivor
+            assert len(plan.slots) == 1 and [p.sha for p in plan.slots[0].parents] == [best_before]
+            assert len(summary.survivors) == 1
+        elif strategy == "random":  # every child is a change of the baseline itself
+            assert len(plan.slots) == cfg.evolution.offspring
+            assert all([p.sha for p in s.parents] == [root.sha] for s in plan.slots)
+        else:
+            assert len(plan.slots) == cfg.evolution.offspring
+            assert {p.sha for s in plan.slots for p in s.parents} <= set(plan.population.values())
+
+
+def genome(name: str, fit: float, spread: float, n: int = 2) -> Genome:
+    return Genome(name, name * 8, fit, spread, n, "ok")
+
+
+def test_greedy_promotes_a_child_only_beyond_the_measured_noise():
+    evo = config.Evolution(strategy="greedy", population=1, offspring=1, reevaluations=1)
+    greedy, parent = strategy_for("greedy"), genome("p", 2.00, 0.01)
+    incumbents = {parent.sha}
+    assert greedy.survivors([parent, genome("c", 1.99, 0.01)], incumbents, evo) == [parent]  # within noise
+    assert greedy.survivors([parent, genome("c", 1.90, 0.01)], incumbents, evo)[0].name == "c"
+    assert greedy.survivors([parent, genome("c", 2.10, 0.01)], incumbents, evo) == [parent]
+    unmeasured = replace(evo, reevaluations=0)  # no spread to beat: the mean decides
+    assert greedy.survivors([genome("p", 2.0, 0, 1), genome("c", 1.99, 0, 1)], {"p" * 8}, unmeasured)[0].name == "c"
+
+
+def test_init_sets_the_strategy_and_status_names_it(tmp_path, corpus_file):
+    repo = tmp_path / "climb"
+    assert cli("init", str(repo), "--strategy", "greedy", "--data", str(corpus_file)).exit_code == 0
+    evo = config.load(repo).evolution
+    assert (evo.strategy, evo.population, evo.offspring) == ("greedy", 1, 1)
+    assert "greedy search" in cli("status", "-C", str(repo)).output
+    assert cli("init", str(tmp_path / "x"), "--strategy", "anneal").exit_code == 2  # click names the choices
+
+
+def test_a_strategy_that_is_not_one_is_a_one_line_error():
+    cfg = config.Config()
+    with pytest.raises(DarwinError, match=r"\[evolution\] strategy must be one of evolution, greedy, random"):
+        config.check(replace(cfg, evolution=replace(cfg.evolution, strategy="anneal")))
