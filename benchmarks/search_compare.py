@@ -10,6 +10,7 @@ machine: parallel work halves every figure.
 
     python benchmarks/search_compare.py                       # 24 evaluations, 3 seeds, 20800 tokens
     python benchmarks/search_compare.py --evaluations 12 --seeds 2 --budget 160000tokens
+    python benchmarks/search_compare.py --strategies greedy,evolution,evolution+novelty
 """
 from __future__ import annotations
 
@@ -59,9 +60,10 @@ def run_strategy(base: Path, strategy: str, seed: int, args: argparse.Namespace,
     repo = base.with_name(f"seed{seed}-{strategy}")
     shutil.copytree(base, repo, symlinks=True)
     cfg = config.load(repo)
-    greedy = strategy == "greedy"
-    cfg = replace(cfg, evolution=replace(cfg.evolution, strategy=strategy, population=1 if greedy else args.population,
-                                         offspring=1 if greedy else args.offspring))
+    name, _, switch = strategy.partition("+")  # "evolution+novelty": the strategy with the novelty gate on
+    greedy = name == "greedy"
+    cfg = replace(cfg, evolution=replace(cfg.evolution, strategy=name, population=1 if greedy else args.population,
+                                         offspring=1 if greedy else args.offspring, novelty=switch == "novelty"))
     (repo / "darwin.toml").write_text(cfg.to_toml())
     t0, steps = time.time(), 0
     while bred(repo) < args.evaluations:
@@ -92,7 +94,8 @@ def mean_se(values: list[float]) -> tuple[float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--strategies", default=",".join(config.STRATEGIES))
+    ap.add_argument("--strategies", default=",".join(config.STRATEGIES),
+                    help="comma-separated; NAME+novelty turns the novelty gate on for that entry")
     ap.add_argument("--evaluations", type=int, default=24, help="children bred per strategy and seed")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--budget", default="20800tokens")

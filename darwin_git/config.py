@@ -100,6 +100,7 @@ class Evolution:
     operator: str = "auto"  # auto | offline | llm; auto = llm when [llm] model and its key (or base_url) are set
     pause_on_requests: bool = False  # evolve stops between generations while requests wait for review
     strategy: str = "evolution"  # evolution (mu + lambda) | greedy (1 + 1) | random (best-of-N): darwin_git/strategies/
+    novelty: bool = False  # refuse, before training, a change already in the lineage, a revert, or a repeat of a lost one
 
 
 @dataclass

@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from . import breeding, fitness, git, memory, patches, population, review, selection
+from . import breeding, fitness, git, memory, novelty, patches, population, review, selection
 from .config import Config, resolved_operator
 from .corpus import prepare
 from .errors import DarwinError
@@ -29,6 +29,8 @@ from .population import agent_of
 from .report import check_records
 from .selection import Genome
 from .strategies import strategy_for
+
+NOVELTY_TRIES = 3  # proposals asked of the operator for a slot before it is recorded as not new
 
 
 def operator_for(cfg: Config) -> Operator:
@@ -68,6 +70,7 @@ class Generation:
         self.operator = operator
         self.corpus = None
         self.executor: Executor | None = None
+        self.gate: novelty.Gate | None = None
 
     # ---- entry point -------------------------------------------------------------------------
     def run(self) -> population.Summary:
@@ -93,6 +96,11 @@ class Generation:
             hist = memory.history(self.repo, self.cfg)  # what every slot's operator is shown comes from this one read
             if self._refresh_digest(g, hist):
                 hist = memory.history(self.repo, self.cfg)
+            if self.cfg.evolution.novelty:
+                self.gate = novelty.Gate(self.repo, [novelty.Known(
+                    c.sha, c.parent, c.name, c.title,
+                    "failed" if c.status not in ("", "ok") else "" if c.alive else "was pruned")
+                    for c in hist.changes if c.parent])
             children = self._breed(g, plan, hist)
             candidates = {**plan.population, **children}
             self._evaluate_missing(candidates, plan)
@@ -209,19 +217,31 @@ class Generation:
                 files = {p: git.read_file(self.repo, parents[0], p) or ""
                          for p in git.list_files(self.repo, parents[0]) if p.endswith(".py")}
                 check, verdicts = self._checker(parents[0])
-                proposal = self.operator.propose(files, memory.context(self.repo, self.cfg, author, hist), rng, check)
-                if proposal is None:
-                    raise patches.Rejected("the operator had nothing to propose for this parent")
-                if proposal.request:
-                    doc = self._file_request(g, slot, author, names[0], parents[0], proposal)
-                    hist.requests += [doc] if doc not in hist.requests else []
-                patch, operator, title = proposal.patch, proposal.operator, proposal.title
-                check(proposal.patch)  # the harness's own check, whatever the operator made of it
-                tree = verdicts[proposal.patch]
-                if isinstance(tree, patches.Rejected):
-                    raise tree
+                skipped = []
+                for _ in range(NOVELTY_TRIES if self.gate else 1):
+                    proposal = self.operator.propose(files, memory.context(self.repo, self.cfg, author, hist), rng,
+                                                     check)
+                    if proposal is None:
+                        raise patches.Rejected("the operator had nothing to propose for this parent")
+                    if proposal.request:
+                        doc = self._file_request(g, slot, author, names[0], parents[0], proposal)
+                        hist.requests += [doc] if doc not in hist.requests else []
+                    patch, operator, title = proposal.patch, proposal.operator, proposal.title
+                    check(proposal.patch)  # the harness's own check, whatever the operator made of it
+                    tree = verdicts[proposal.patch]
+                    if isinstance(tree, patches.Rejected):
+                        raise tree
+                    why = self.gate.verdict(parents[0], tree) if self.gate else None
+                    if not why:
+                        break
+                    skipped.append(f"{title}: {why}")  # the operator's next try sees it as a tried change
+                    hist.attempts.append(memory.Attempt(g, slot.slot, names[0], author, operator, title, why))
+                    self.console.print(f"  ~ {slot.child:<18} {operator:<24} [yellow]skipped, {escape(why)}[/]")
+                else:
+                    raise patches.Rejected(f"{len(skipped)} proposals, none new; the last: {why}")
                 reasoning, model = proposal.reasoning, proposal.model
-                note = breeding.mutation_note(proposal, g, author, names[0])
+                note = breeding.mutation_note(proposal, g, author, names[0]) | (
+                    {"novelty_skipped": skipped} if skipped else {})
             if tree in known_trees:
                 raise patches.Rejected(f"duplicate: same tree as {known_trees[tree]}, not evaluated again")
         except (patches.Rejected, OperatorError) as e:

@@ -6,13 +6,17 @@ from dataclasses import replace
 
 import pytest
 
-from darwin_git import config, fitness, git, population
+from darwin_git import config, fitness, git, novelty, population
 from darwin_git.errors import DarwinError
 from darwin_git.generation import Generation
+from darwin_git.operators.offline import unified_diff
 from darwin_git.selection import Genome
 from darwin_git.strategies import strategy_for
 
-from .conftest import cli, clone_repo, quiet
+from .conftest import cli, clone_repo, commit_edit, quiet
+from .conftest import git as plain
+from .test_generation import ScriptedLlm
+from .test_requests import commit_on
 
 
 def two_steps(baseline_repo, tmp_path, strategy: str) -> tuple:
@@ -91,3 +95,45 @@ def test_a_strategy_that_is_not_one_is_a_one_line_error():
     cfg = config.Config()
     with pytest.raises(DarwinError, match=r"\[evolution\] strategy must be one of evolution, greedy, random"):
         config.check(replace(cfg, evolution=replace(cfg.evolution, strategy="anneal")))
+
+
+def test_the_novelty_gate_refuses_a_revert_and_a_repeat_of_a_pruned_change(genome_repo):
+    repo = genome_repo
+    root = plain(repo, "rev-parse", "HEAD").strip()
+    kept = commit_edit(repo, "train.py", "learning_rate = 2e-3", "learning_rate = 3e-3", "raise the LR")
+    plain(repo, "checkout", "-q", root)
+    pruned = commit_edit(repo, "train.py", "beta2 = 0.95", "beta2 = 0.99", "raise beta2")
+    plain(repo, "checkout", "-q", kept)
+    again = commit_edit(repo, "train.py", "beta2 = 0.95", "beta2 = 0.99", "raise beta2 again")  # other context
+    plain(repo, "reset", "-q", "--hard", kept)
+    new = commit_edit(repo, "train.py", "warmup_steps = 50", "warmup_steps = 25", "shorter warmup")
+    gate = novelty.Gate(repo, [novelty.Known(kept, root, "ada-g1-0", "raise the LR", ""),
+                               novelty.Known(pruned, root, "bo-g1-1", "raise beta2", "was pruned")])
+    assert "reverts ada-g1-0's kept change 'raise the LR'" in gate.verdict(kept, git.tree_of(repo, root))
+    assert "bo-g1-1 made this change and was pruned" in gate.verdict(kept, git.tree_of(repo, again))
+    assert gate.verdict(kept, git.tree_of(repo, new)) is None
+    assert gate.verdict(root, git.tree_of(repo, pruned)) is not None  # the pruned change on its own parent too
+
+
+def test_a_generation_with_the_gate_asks_again_and_records_the_skip(baseline_repo, tmp_path):
+    repo = clone_repo(baseline_repo, tmp_path / "gated")
+    cfg = config.load(repo)
+    cfg = replace(cfg, evolution=replace(cfg.evolution, strategy="greedy", novelty=True, reevaluations=0))
+    (repo / "darwin.toml").write_text(cfg.to_toml())
+    root = population.generations(repo)[0].summary.best.sha
+    train = git.read_file(repo, root, "train.py")
+    lost = train.replace("beta2 = 0.95", "beta2 = 0.99")
+    pruned = commit_on(repo, root, {"train.py": ("100644", lost)}, "Raise beta2\n\nDarwin-Agent: bo\n"
+                       "Darwin-Parent: " + root + "\nDarwin-Operator: offline\nDarwin-Generation: 0\n")
+    plain(repo, "update-ref", "refs/darwin/archive/bo-g0-9", pruned)
+    llm = ScriptedLlm([unified_diff({"train.py": train}, {"train.py": lost}),
+                       unified_diff({"train.py": train}, {"train.py": train.replace("warmup_steps = 50",
+                                                                                    "warmup_steps = 25")})])
+    summary = Generation(repo, config.load(repo), quiet(), operator=llm).run()
+    assert llm.calls == 2
+    child = population.generations(repo)[1].plan.slots[0].child
+    sha = population.living(repo).get(child) or population.archived(repo)[child]
+    assert "warmup_steps = 25" in git.read_file(repo, sha, "train.py")
+    note = git.notes_json(repo, cfg.notes.mutation)[sha]
+    assert len(note["novelty_skipped"]) == 1 and "bo-g0-9 made this change and was pruned" in note["novelty_skipped"][0]
+    assert summary.generation == 1
