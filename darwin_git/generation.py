@@ -234,8 +234,9 @@ class Generation:
                     why = self.gate.verdict(parents[0], tree) if self.gate else None
                     if not why:
                         break
-                    skipped.append(f"{title}: {why}")  # the operator's next try sees it as a tried change
-                    hist.attempts.append(memory.Attempt(g, slot.slot, names[0], author, operator, title, why))
+                    skipped.append(f"{title}: {why}")
+                    if len(skipped) < NOVELTY_TRIES:  # the next try sees it as tried; the last is the slot's failure
+                        hist.attempts.append(memory.Attempt(g, slot.slot, names[0], author, operator, title, why))
                     self.console.print(f"  ~ {slot.child:<18} {operator:<24} [yellow]skipped, {escape(why)}[/]")
                 else:
                     raise patches.Rejected(f"{len(skipped)} proposals, none new; the last: {why}")
