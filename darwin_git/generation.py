@@ -132,7 +132,7 @@ class Generation:
         rng = random.Random(f"{evo.seed}:{g}:plan")
         authors = random.Random(f"{evo.seed}:{g}:authors")  # its own stream: parent choice is unchanged
         agents = sorted({agent_of(n) for n in live})
-        chosen = strategy_for(evo.strategy).parents(pool, self._root(), population.children_counts(self.repo),
+        chosen = strategy_for(evo.strategy).parents(pool, self._root(pool), population.children_counts(self.repo),
                                                     evo, rng)
         slots = [population.Slot(
             slot, "crossover" if len(parents) == 2 else "mutation",
@@ -141,9 +141,13 @@ class Generation:
             for slot, parents in enumerate(chosen)]
         return population.Plan(g, live, slots, time.time())
 
-    def _root(self) -> Genome:
-        """The baseline genome, as generation 0 measured it: best-of-N's only parent."""
-        best = population.generations(self.repo)[0].summary.best
+    def _root(self, pool: list[Genome]) -> Genome:
+        """The baseline genome, as generation 0 measured it: best-of-N's only parent (a plan made
+        before generation 0 is recorded, as a test may, takes the best living genome instead)."""
+        step = population.generations(self.repo).get(0)
+        if step is None or step.summary is None:
+            return min(pool, key=Genome.key)
+        best = step.summary.best
         return Genome(best.name, best.sha, best.fitness, best.spread, best.n, "ok")
 
     # ---- breed -------------------------------------------------------------------------------
