@@ -7,6 +7,8 @@ thing, and each piece of git state has one writer (named in brackets):
   commands/         one module per command group: genome, evolve, inspect, requests
   views.py          everything the terminal shows: tables, pages, summary lines
   generation.py     one generation, resumable: plan, breed, evaluate, confirm, select
+  strategies/       who breeds and who survives a step: evolution (mu + lambda), greedy (1 + 1), random
+  novelty.py        the gate that refuses, before training, a change the search has already paid for
   memory.py         what an operator is shown: History, its author's trajectory, the digest
   report.py         reading the population back: leaderboard, one genome, a lineage
   review.py         requests, reviewed like pull requests [refs/darwin/requests*]
@@ -14,7 +16,7 @@ thing, and each piece of git state has one writer (named in brackets):
   population.py     genome branches, the archive, the generations log and its records
                     [refs/heads/darwin/*, refs/darwin/archive/*, refs/darwin/generations]
   fitness.py        FitnessDoc: every evaluation of a commit and its summary [notes darwin/fitness]
-  selection.py      who breeds and who survives, within noise
+  selection.py      tournament, survivors and noise: the pure functions strategies are made of
   patches.py        the gate every patch and merge passes before it is committed
   operators/        variation: the protocol and Context, offline.py (catalogue), llm.py, llm_tokens.py
   executors/        evaluations in parallel: local.py (this machine), ray.py (a cluster), display.py
