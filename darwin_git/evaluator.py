@@ -1,8 +1,8 @@
 """Evaluate one genome commit: staged training in a sandboxed worktree, metered and scored by the harness.
 
 Stages, so a broken genome costs seconds, not a whole budget:
-  check  compile every .py and import the model module      (short timeout)
-  smoke  train on two served batches and write a checkpoint (short timeout)
+  check  compile every .py and import the model module      (short timeout)  } one process
+  smoke  train on two served batches and write a checkpoint (short timeout)  }
   train  train while the data channel serves the budget      (deadline + grace, then killed)
   score  the harness streams val (and test) text to the model and computes bits per byte itself
 The record names the stage that failed. Every measured field is the harness's own: tokens served
@@ -42,11 +42,20 @@ TRUSTED_OPERATOR = re.compile(r"^(offline:\S+|crossover)$")  # code the harness 
 REPORT_BYTES = 1 << 20  # metrics.json larger than this is not read
 KNOWN_PEAKS = {"H200": 989.5e12, "H100": 989.5e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12,
                "A10": 125e12, "4090": 165e12}  # dense bf16 FLOP/s from vendor sheets
-CHECK = ("import pathlib\n"
-         "for p in sorted(pathlib.Path('.').rglob('*.py')):\n"
-         "    compile(p.read_text(), str(p), 'exec')\n"
-         "import model\n"
-         "assert callable(getattr(model, 'load', None)), 'model.py must define load(path)'\n")
+CHECK_FAILED = 86  # the smoke's exit status when the check before train.py failed
+# The check, then the smoke, in one process (one interpreter and torch import fewer per evaluation):
+# compile every .py and import the model module, then run train.py as `python train.py` would.
+SMOKE = ("import pathlib, runpy, sys, traceback\n"
+         "try:\n"
+         "    for p in sorted(pathlib.Path('.').rglob('*.py')):\n"
+         "        compile(p.read_text(), str(p), 'exec')\n"
+         "    import model\n"
+         "    assert callable(getattr(model, 'load', None)), 'model.py must define load(path)'\n"
+         "except BaseException:\n"
+         "    traceback.print_exc()\n"
+         f"    sys.exit({CHECK_FAILED})\n"
+         "sys.argv = ['train.py']\n"
+         "runpy.run_path('train.py', run_name='__main__')\n")
 # The harness's own child ended by a signal: killed from outside (kill -9, a lost node), not the genome's
 # verdict. Under bubblewrap that child is outside the genome's PID namespace, where genome code cannot reach
 # it; a genome that kills itself shows as bubblewrap's exit code 128 + N instead, and is recorded as a crash.
@@ -92,6 +101,7 @@ class FitnessRecord:
     sandbox: str = ""
     error: str = ""
     eval_s: float = 0.0
+    stage_s: dict = field(default_factory=dict)  # seconds per part: worktree, harness, smoke (check in it), train, score, cleanup
     scored_tokens: int = 0
     reported: dict = field(default_factory=dict)  # the genome's own metrics.json, kept, never trusted
     env: dict = field(default_factory=dict)  # torch/python/host versions
@@ -224,19 +234,35 @@ def evaluate(repo: Path, rev: str, settings: EvalSettings, corpus: Corpus | None
         time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
     t0 = time.monotonic()
+    clock = _Clock(record.stage_s)
     runs = cache_root() / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f"{sha[:10]}-", dir=runs))
     wt, tmp = work / "genome", work / "tmp"
     tmp.mkdir()
     git.worktree_add(repo, wt, sha)
+    clock.lap("worktree")
     try:
-        _run_stages(record, settings, corpus, wt, tmp, work, mode, device_name, slot_env or {}, test, cores)
+        _run_stages(record, settings, corpus, wt, tmp, work, mode, device_name, slot_env or {}, test, cores, clock)
     finally:
+        clock.lap("harness")
         git.worktree_remove(repo, wt)
         shutil.rmtree(work, ignore_errors=True)
+        clock.lap("cleanup")
     record.eval_s = round(time.monotonic() - t0, 3)
     return record
+
+
+class _Clock:
+    """Seconds per part of an evaluation, summed into `into`: where an evaluation's time goes that is not training."""
+
+    def __init__(self, into: dict[str, float]):
+        self.into, self.t = into, time.monotonic()
+
+    def lap(self, part: str) -> None:
+        now = time.monotonic()
+        self.into[part] = round(self.into.get(part, 0.0) + now - self.t, 3)
+        self.t = now
 
 
 def remove_stale_runs(repo: Path) -> None:
@@ -256,7 +282,8 @@ def _version(pkg: str) -> str:
 
 
 def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path, tmp: Path, work: Path,
-                mode: str, device_name: str, slot_env: dict[str, str], test: bool, cores: tuple[int, ...]) -> None:
+                mode: str, device_name: str, slot_env: dict[str, str], test: bool, cores: tuple[int, ...],
+                clock: "_Clock") -> None:
     memory = s.memory_mb * 2**20
     threads = {"OMP_NUM_THREADS": str(s.threads), "MKL_NUM_THREADS": str(s.threads)}
     data = work / "data"  # what the genome may know of the corpus: its meta, no text
@@ -279,6 +306,7 @@ def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path
         jail = sandbox.Jail(writable=[wt, tmp, out], readable=[data]) if mode == "bwrap" else None
         box = compute.ComputeBox(grant, f"{record.commit[:10]}-{name}", record.compute, memory) if cores else None
         record.stage = name
+        clock.lap("harness")
         try:
             outcome = sandbox.run(argv, wt, env, timeout, memory, jail, work / f"{name}-log",
                                   pass_fds=channel.child_fds if channel else (),
@@ -288,12 +316,15 @@ def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path
         finally:
             if channel:
                 channel.close()
+            clock.lap(name)
         if outcome.returncode in KILLED:
             raise WorkerLost(f"the {name} stage of {record.commit[:10]} was killed from outside "
                              f"(exit {outcome.returncode}); evaluate it again")
         late = (f"still running {s.grace(meter.deadline_s):g}s after the data channel stopped serving at its "
                 f"{meter.deadline_s:g}s deadline; killed") if meter else ""
         failed = _failure(outcome, timeout, s.memory_mb, late)
+        if failed and outcome.returncode == CHECK_FAILED and name == "smoke":
+            record.stage = "check"
         if channel and channel.refused and not failed:
             failed = ("crashed", f"the data channel refused a request: {channel.refused}")
         if failed:
@@ -314,9 +345,7 @@ def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path
 
     smoke = Meter("requests", SMOKE_BATCHES, s.smoke_timeout_s)
     meter = budget_meter(s)
-    if not stage("check", python + ["-c", CHECK], s.budget, None, s.smoke_timeout_s):
-        return
-    if not stage("smoke", python + ["train.py"], f"{SMOKE_BATCHES}batches", smoke, s.smoke_timeout_s):
+    if not stage("smoke", python + ["-c", SMOKE], f"{SMOKE_BATCHES}batches", smoke, s.smoke_timeout_s):
         return
     out = stage("train", python + ["train.py"], s.budget, meter, meter.deadline_s + s.grace(meter.deadline_s))
     if not out:
@@ -341,6 +370,7 @@ def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path
                              **slot_env})
     splits = {name: corpus.tokens(name) for name in (("val", "test") if test else ("val",))}
     token_bytes = np.array(corpus.meta["token_bytes"], dtype=np.int64)
+    clock.lap("harness")
     try:
         scores = scoring.score(wt, ckpt, splits, token_bytes, s.score_tokens, s.score_context, env, jail,
                                s.score_timeout_s, memory, work, new_box)
@@ -349,6 +379,8 @@ def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path
         record.status = "diverged" if "non-finite" in err else "invalid-output"
         record.error = sandbox.redact(err + _stderr_hint(work))
         return
+    finally:
+        clock.lap("score")
     record.val_bpb = round(scores["val"].bpb, 6)
     record.test_bpb = round(scores["test"].bpb, 6) if "test" in scores else None
     record.scored_tokens = scores["val"].tokens

@@ -30,6 +30,7 @@ class CausalSelfAttention(nn.Module):
         super().__init__()
         assert cfg.n_embd % cfg.n_head == 0, "n_embd must be divisible by n_head"
         self.n_head = cfg.n_head
+        self.block_size = cfg.block_size
         self.dropout = cfg.dropout
         self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)
         self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
@@ -42,11 +43,14 @@ class CausalSelfAttention(nn.Module):
         q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
         v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)
-        past = cache["k"].size(2) if cache else 0  # positions already seen (incremental scoring)
+        past = cache.get("n", 0) if cache else 0  # positions already seen (incremental scoring)
         if cache is not None:  # step(): one new position attends to the cached keys and values too
-            if past:
-                k, v = torch.cat((cache["k"], k), dim=2), torch.cat((cache["v"], v), dim=2)
-            cache["k"], cache["v"] = k, v
+            if not past:  # buffers for the whole block, written in place: no copy of the past per step
+                cache["k"] = k.new_empty(B, self.n_head, self.block_size, C // self.n_head)
+                cache["v"] = torch.empty_like(cache["k"])
+            cache["k"][:, :, past:past + T], cache["v"][:, :, past:past + T] = k, v
+            cache["n"] = past + T
+            k, v = cache["k"][:, :, :past + T], cache["v"][:, :, :past + T]
         y = F.scaled_dot_product_attention(
             q, k, v, is_causal=past == 0, dropout_p=self.dropout if self.training else 0.0
         )
@@ -104,7 +108,7 @@ class GPT(nn.Module):
 
     def forward(self, idx, targets=None, caches=None):
         B, T = idx.shape
-        past = caches[0]["k"].size(2) if caches and caches[0] else 0
+        past = caches[0].get("n", 0) if caches else 0
         assert past + T <= self.cfg.block_size, f"sequence {past + T} longer than block_size {self.cfg.block_size}"
         pos = torch.arange(past, past + T, device=idx.device)
         x = self.drop(self.wte(idx) + self.wpe(pos))

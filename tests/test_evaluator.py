@@ -28,6 +28,8 @@ def test_normal_run_scores_below_unigram_entropy_and_is_deterministic(genome_rep
     assert first.params == 801_920  # counted in the checkpoint, the tied head once
     assert first.flops_per_token == 6 * first.params and first.data_stopped_s < first.wall_s
     assert first.sandbox == ("bwrap" if sandbox.bwrap_works() else "none")
+    assert {"worktree", "smoke", "train", "score", "cleanup"} <= set(first.stage_s)  # check runs inside smoke
+    assert abs(sum(first.stage_s.values()) - first.eval_s) < 0.1 and first.stage_s["train"] >= first.wall_s
     again = evaluate(genome_repo, "HEAD", settings, corpus)
     assert (again.val_bpb, again.test_bpb) == (first.val_bpb, first.test_bpb)  # same seed, token budget: identical
     other_seed = evaluate(genome_repo, "HEAD", quick(settings, seed=7), corpus, test=False)
