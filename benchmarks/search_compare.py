@@ -10,7 +10,7 @@ machine: parallel work halves every figure.
 
     python benchmarks/search_compare.py                       # 24 evaluations, 3 seeds, 20800 tokens
     python benchmarks/search_compare.py --evaluations 12 --seeds 2 --budget 160000tokens
-    python benchmarks/search_compare.py --strategies greedy,evolution,evolution+novelty
+    python benchmarks/search_compare.py --strategies greedy,random,climb,climb+learn+novelty
 """
 from __future__ import annotations
 
@@ -60,10 +60,14 @@ def run_strategy(base: Path, strategy: str, seed: int, args: argparse.Namespace,
     repo = base.with_name(f"seed{seed}-{strategy}")
     shutil.copytree(base, repo, symlinks=True)
     cfg = config.load(repo)
-    name, _, switch = strategy.partition("+")  # "evolution+novelty": the strategy with the novelty gate on
+    name, *switches = strategy.split("+")  # "climb+learn+novelty": the strategy with those switches on
+    unknown = set(switches) - {"novelty", "learn"}
+    if unknown:
+        raise SystemExit(f"unknown switch {' '.join(sorted(unknown))} in {strategy!r}: use +novelty, +learn")
     greedy = name == "greedy"
     cfg = replace(cfg, evolution=replace(cfg.evolution, strategy=name, population=1 if greedy else args.population,
-                                         offspring=1 if greedy else args.offspring, novelty=switch == "novelty"))
+                                         offspring=1 if greedy else args.offspring, novelty="novelty" in switches,
+                                         learn="learn" in switches))
     (repo / "darwin.toml").write_text(cfg.to_toml())
     t0, steps = time.time(), 0
     while bred(repo) < args.evaluations:
@@ -95,7 +99,8 @@ def mean_se(values: list[float]) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--strategies", default=",".join(config.STRATEGIES),
-                    help="comma-separated; NAME+novelty turns the novelty gate on for that entry")
+                    help="comma-separated; NAME+novelty turns the novelty gate on for that entry, +learn the "
+                         "offline operator's recipe bandit")
     ap.add_argument("--evaluations", type=int, default=24, help="children bred per strategy and seed")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--budget", default="20800tokens")
@@ -115,7 +120,7 @@ def main() -> None:
         for strategy in strategies:
             outcomes.append(run_strategy(base, strategy, 1336 + seed, args, console))
             o = outcomes[-1]
-            print(f"seed {o.seed} {o.strategy:<10} val gain {o.val_gain:+.4f} test gain "
+            print(f"seed {o.seed} {o.strategy:<20} val gain {o.val_gain:+.4f} test gain "
                   f"{o.test_gain if o.test_gain is None else f'{o.test_gain:+.4f}'} runs {o.train_runs} "
                   f"({time.time() - t0:.0f}s)", flush=True)
     table = []
@@ -130,9 +135,9 @@ def main() -> None:
                       "wall_s": statistics.fmean(o.wall_s for o in mine)})
     print(f"\n{args.evaluations} children per strategy, {args.seeds} seeds, budget {args.budget}, "
           f"{args.slots or 'all'} slot(s); gain = best - generation 0 (bpb, lower is better); repos in {root}")
-    print(f"{'strategy':<10} {'val gain':>18} {'test gain':>18} {'children':>8} {'runs':>6} {'failed':>6} {'wall':>7}")
+    print(f"{'strategy':<20} {'val gain':>18} {'test gain':>18} {'children':>8} {'runs':>6} {'failed':>6} {'wall':>7}")
     for r in table:
-        print(f"{r['strategy']:<10} {r['val_gain']:>+9.4f} ± {r['val_se']:<6.4f} {r['test_gain']:>+9.4f} ± "
+        print(f"{r['strategy']:<20} {r['val_gain']:>+9.4f} ± {r['val_se']:<6.4f} {r['test_gain']:>+9.4f} ± "
               f"{r['test_se']:<6.4f} {r['children']:>8.1f} {r['train_runs']:>6.1f} {r['failures']:>6.1f} "
               f"{r['wall_s']:>6.0f}s")
     print(f"total wall time {time.time() - t0:.0f}s")

@@ -19,7 +19,7 @@ EXECUTORS = ("local", "ray")  # where evaluations run: this machine's slots or a
 TOKEN_CAP_S = 600.0  # a token budget's wall-clock cap when [evaluation] timeout_s is 0
 PRICES = {"gpt-4o-mini": [0.15, 0.6], "gpt-4o": [2.5, 10.0], "gpt-4.1": [2.0, 8.0], "gpt-4.1-mini": [0.4, 1.6],
           "gpt-4.1-nano": [0.1, 0.4]}
-STRATEGIES = ("evolution", "greedy", "random")  # darwin_git/strategies/: one module each
+STRATEGIES = ("evolution", "greedy", "random", "climb")  # darwin_git/strategies/: one module each
 CHOICES = {("evolution", "operator"): ("auto", "offline", "llm"), ("evolution", "strategy"): STRATEGIES, ("llm", "target"): ("self", "other", "mixed"),
            ("evaluation", "sandbox"): ("auto", "bwrap", "none"), ("evaluation", "tokenizer"): ("char", "gpt2"),
            ("evaluation", "compute"): ("auto", "affinity", "none"),
@@ -28,7 +28,7 @@ CHOICES = {("evolution", "operator"): ("auto", "offline", "llm"), ("evolution", 
 RANGES = {
     ("evolution", "population"): (1, None), ("evolution", "offspring"): (1, None),
     ("evolution", "crossover_rate"): (0, 1), ("evolution", "reevaluations"): (0, None),
-    ("evolution", "tournament"): (1, None),
+    ("evolution", "tournament"): (1, None), ("evolution", "patience"): (1, None),
     ("evaluation", "memory_mb"): (1, None), ("evaluation", "timeout_s"): (0, None),  # 0: 600 s for tokens
     ("evaluation", "grace_s"): (0, None), ("evaluation", "score_context"): (1, None),  # grace 0: derived
     ("evaluation", "score_tokens"): (1, None), ("evaluation", "peak_flops"): (0, None),  # 0: looked up
@@ -99,8 +99,10 @@ class Evolution:
     tournament: int = 2  # tournament size for parent choice
     operator: str = "auto"  # auto | offline | llm; auto = llm when [llm] model and its key (or base_url) are set
     pause_on_requests: bool = False  # evolve stops between generations while requests wait for review
-    strategy: str = "evolution"  # evolution (mu + lambda) | greedy (1 + 1) | random (best-of-N): darwin_git/strategies/
+    strategy: str = "evolution"  # evolution (mu + lambda) | greedy (1 + 1) | random (best-of-N) | climb: darwin_git/strategies/
+    patience: int = 2  # climb: steps of children the best may have without being displaced before the search widens
     novelty: bool = False  # refuse, before training, a change already in the lineage, a revert, or a repeat of a lost one
+    learn: bool = False  # offline operator: pick recipes and knob directions by their observed effect (Thompson sampling)
 
 
 @dataclass

@@ -41,7 +41,7 @@ def operator_for(cfg: Config) -> Operator:
         return LlmOperator.from_config(cfg)
     from .operators.offline import OfflineMutator
 
-    return OfflineMutator()
+    return OfflineMutator(learn=cfg.evolution.learn)
 
 
 def pick_author(target: str, agents: list[str], mode: str, rng: random.Random) -> str:

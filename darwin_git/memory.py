@@ -396,6 +396,7 @@ def context(repo: Path, cfg: Config, author: str, hist: History,
              for c in hist.changes if c.author == author]
     tried += [Outcome(a.generation, a.title, None, True) for a in hist.attempts if a.author == author]
     tried.sort(key=lambda o: o.generation)
+    observed = [Outcome(c.generation, c.title, c.delta, False, c.operator) for c in hist.changes if c.delta is not None]
     return Context(memory=agent_memory(repo, cfg, author, budget_tokens, hist),
                    inspiration=[population_digest(repo, cfg), *inspiration(repo, cfg, hist=hist)],
-                   tried=tried, asked=[d.generation for d in hist.requests if d.agent == author])
+                   tried=tried, observed=observed, asked=[d.generation for d in hist.requests if d.agent == author])

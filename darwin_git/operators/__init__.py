@@ -42,12 +42,13 @@ class Proposal:
 
 @dataclass(frozen=True)
 class Outcome:
-    """One earlier change or failed attempt by the same author, as the harness scored it."""
+    """One earlier change or failed attempt, as the harness scored it."""
 
     generation: int
     title: str
     delta: float | None  # child minus parent val bpb; None when it failed or is not scored yet
     failed: bool  # crashed, timed out or never became a commit
+    operator: str = ""  # what wrote it: "offline:rmsnorm", "llm", "crossover"
 
 
 @dataclass
@@ -57,6 +58,7 @@ class Context:
     memory: str = ""  # the author's scored trajectory and request answers, as text (what a model reads)
     inspiration: list[str] = field(default_factory=list)  # the digest, then the population's best changes
     tried: list[Outcome] = field(default_factory=list)  # the author's changes and attempts, oldest first
+    observed: list[Outcome] = field(default_factory=list)  # every scored change in the population, any author
     asked: list[int] = field(default_factory=list)  # generations in which the author filed a request
 
 

@@ -3,7 +3,8 @@
 Each recipe edits the parent's source text directly, anchored on the exact lines it
 changes, and declines (returns None) when those lines are gone: already applied, or
 rewritten by an earlier mutation. `OfflineMutator` picks an applicable recipe with the
-caller's rng and turns the edit into a unified diff.
+caller's rng and turns the edit into a unified diff; with `learn`, it picks by the effect each
+recipe and knob direction has had in this repo so far (Thompson sampling over the scored history).
 """
 from __future__ import annotations
 
@@ -12,13 +13,17 @@ import difflib
 import math
 import random
 import re
+import statistics
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable
 
-from . import Check, Context, Proposal, RequestDraft
+from . import Check, Context, Outcome, Proposal, RequestDraft
 
 STRUCTURAL_SHARE = 0.6  # chance that a named recipe is tried before a random knob perturbation
 PLATEAU = 6  # scored changes in a row without a gain before the author asks people for data
+PRIOR_SD = 0.05  # bpb: how far an untried change's effect is believed to lie from zero before it is seen
+KNOB_TITLE = re.compile(r"^Set (\w+) to (\S+) \(was (\S+)\)$")  # the title Perturbation writes
 
 Files = dict[str, str]
 
@@ -407,20 +412,27 @@ class Perturbation:
 
     name = "perturb"
 
-    def apply(self, files: Files, rng: random.Random) -> Mutation | None:
-        text = files.get("train.py")
-        if text is None or "\n# ---- harness contract" not in text:
+    def apply(self, files: Files, rng: random.Random, knob: str | None = None,
+              up: bool | None = None) -> Mutation | None:
+        """A random knob by a random factor, or `knob` moved up or down (`up`) by a factor in [1.25, 2]."""
+        head = self.head(files)
+        if head is None:
             return None
-        head = text.split("\n# ---- harness contract", 1)[0]
-        names = re.findall(r"^(\w+) = ", head, re.M)
+        names = [knob] if knob else re.findall(r"^(\w+) = ", head, re.M)
         rng.shuffle(names)
         for name in names:
             old = _num(head, name)
             if not old:
                 continue
-            factor = math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
+            if up is None:
+                factor = math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
+            else:
+                factor = math.exp(rng.uniform(math.log(1.25), math.log(2.0)))
+                new = self._scaled(head, name, old, factor)
+                if new is not None and (new > old) != up:
+                    factor = 1 / factor
             new = self._scaled(head, name, old, factor)
-            if new is None or new == old:
+            if new is None or new == old or (up is not None and (new > old) != up):
                 continue
             edited = _edit_knobs(files, {name: new})
             if edited:
@@ -432,6 +444,18 @@ class Perturbation:
                     "change is small and of unknown sign; selection keeps it only if val bpb improves.",
                     edited)
         return None
+
+    @staticmethod
+    def head(files: Files) -> str | None:
+        """The knobs block at the top of train.py, or None when the genome has none."""
+        text = files.get("train.py")
+        if text is None or "\n# ---- harness contract" not in text:
+            return None
+        return text.split("\n# ---- harness contract", 1)[0]
+
+    def knobs(self, files: Files) -> list[str]:
+        head = self.head(files) or ""
+        return [n for n in re.findall(r"^(\w+) = ", head, re.M) if _num(head, n)]
 
     @staticmethod
     def _scaled(head: str, name: str, old: int | float, factor: float) -> int | float | None:
@@ -491,27 +515,76 @@ def plateau_request(context: Context) -> RequestDraft | None:
         f"val bpb change vs parent of the last {PLATEAU} scored changes: {deltas}")
 
 
+def arm_of(outcome: Outcome) -> str:
+    """The bandit arm a change belongs to: its recipe, or the knob it moved and which way."""
+    m = KNOB_TITLE.match(outcome.title) if outcome.operator == "offline:perturb" else None
+    if m:
+        try:
+            return f"{m[1]}:{'up' if float(m[2]) > float(m[3]) else 'down'}"
+        except ValueError:
+            return "perturb"
+    return outcome.operator.removeprefix("offline:")
+
+
+def thompson(arms: list[str], observed: list[Outcome], rng: random.Random) -> list[str]:
+    """`arms` in the order one Thompson draw ranks them: each arm's mean effect on val bpb is drawn
+    from its posterior (a normal prior around zero, updated by the deltas seen for that arm in this
+    repo, with the spread of all deltas as the noise), lowest (best) first."""
+    effects: dict[str, list[float]] = defaultdict(list)
+    for o in observed:
+        if o.delta is not None:
+            effects[arm_of(o)].append(o.delta)
+    deltas = [d for ds in effects.values() for d in ds]
+    noise = max(statistics.pstdev(deltas) if len(deltas) > 1 else PRIOR_SD, 1e-3)
+    draws = {}
+    for arm in arms:
+        seen = effects.get(arm, [])
+        precision = 1 / PRIOR_SD ** 2 + len(seen) / noise ** 2
+        draws[arm] = rng.gauss(sum(seen) / noise ** 2 / precision, precision ** -0.5)
+    return sorted(arms, key=draws.__getitem__)
+
+
 class OfflineMutator:
-    """Proposes one catalogue recipe or knob perturbation, chosen with the caller's rng."""
+    """Proposes one catalogue recipe or knob perturbation: chosen with the caller's rng, or, with
+    `learn`, by the effects recipes and knob directions have had in this repo."""
 
     name = "offline"
 
+    def __init__(self, learn: bool = False):
+        self.learn = learn
+
     def propose(self, files: Files, context: Context, rng: random.Random,
                 check: Check | None = None) -> Proposal | None:
+        for mutation, arm in (self._learned(files, context, rng) if self.learn else self._shuffled(files, context, rng)):
+            patch = unified_diff(files, mutation.files) if mutation else ""
+            if patch:
+                return Proposal(title=mutation.title, reasoning=mutation.reasoning, patch=patch,
+                                operator=f"offline:{arm}", request=plateau_request(context))
+        return None
+
+    @staticmethod
+    def _shuffled(files: Files, context: Context, rng: random.Random):
+        """Recipes in a random order, the author's tried ones last; the perturbation first or last."""
         named = list(CATALOGUE)
         rng.shuffle(named)
         tried = {o.title for o in context.tried}
         named.sort(key=lambda r: r.title in tried)  # recipes already tried go last
         order = [*named, PERTURBATION] if rng.random() < STRUCTURAL_SHARE else [PERTURBATION, *named]
         for recipe in order:
-            mutation = recipe.apply(files, rng)
-            if mutation is None:
-                continue
-            patch = unified_diff(files, mutation.files)
-            if patch:
-                return Proposal(title=mutation.title, reasoning=mutation.reasoning, patch=patch,
-                                operator=f"offline:{recipe.name}", request=plateau_request(context))
-        return None
+            yield recipe.apply(files, rng), recipe.name
+
+    @staticmethod
+    def _learned(files: Files, context: Context, rng: random.Random):
+        """Arms (recipes, and each knob up or down) in the order a Thompson draw ranks them; a recipe
+        that no longer applies (already in the genome) is passed over."""
+        recipes = {r.name: r for r in CATALOGUE}
+        arms = [*recipes, *(f"{k}:{d}" for k in PERTURBATION.knobs(files) for d in ("up", "down"))]
+        for arm in thompson(arms, context.observed, rng):
+            if arm in recipes:
+                yield recipes[arm].apply(files, rng), arm
+            else:
+                knob, direction = arm.split(":")
+                yield PERTURBATION.apply(files, rng, knob, direction == "up"), PERTURBATION.name
 
     def digest(self, evidence: str, previous: str) -> None:
         """The catalogue writes no prose: the deterministic digest stands."""
