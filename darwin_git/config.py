@@ -102,7 +102,7 @@ class Evolution:
     strategy: str = "evolution"  # evolution (mu + lambda) | greedy (1 + 1) | random (best-of-N) | climb: darwin_git/strategies/
     patience: int = 2  # climb: steps of children the best may have without being displaced before the search widens
     novelty: bool = False  # refuse, before training, a change already in the lineage, a revert, or a repeat of a lost one
-    learn: bool = False  # offline operator: pick recipes and knob directions by their observed effect (Thompson sampling)
+    learn: bool = False  # offline operator: half the proposals repeat the recipes and knob directions that worked here
 
 
 @dataclass

@@ -4,7 +4,7 @@ Each recipe edits the parent's source text directly, anchored on the exact lines
 changes, and declines (returns None) when those lines are gone: already applied, or
 rewritten by an earlier mutation. `OfflineMutator` picks an applicable recipe with the
 caller's rng and turns the edit into a unified diff; with `learn`, it picks by the effect each
-recipe and knob direction has had in this repo so far (Thompson sampling over the scored history).
+recipe and knob direction has had in this repo so far (a bandit over the scored history).
 """
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ import difflib
 import math
 import random
 import re
-import statistics
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable
@@ -22,7 +21,7 @@ from . import Check, Context, Outcome, Proposal, RequestDraft
 
 STRUCTURAL_SHARE = 0.6  # chance that a named recipe is tried before a random knob perturbation
 PLATEAU = 6  # scored changes in a row without a gain before the author asks people for data
-PRIOR_SD = 0.05  # bpb: how far an untried change's effect is believed to lie from zero before it is seen
+EXPLOIT = 0.5  # with `learn`: share of proposals that repeat the arms that lowered val bpb here
 KNOB_TITLE = re.compile(r"^Set (\w+) to (\S+) \(was (\S+)\)$")  # the title Perturbation writes
 
 Files = dict[str, str]
@@ -526,22 +525,24 @@ def arm_of(outcome: Outcome) -> str:
     return outcome.operator.removeprefix("offline:")
 
 
-def thompson(arms: list[str], observed: list[Outcome], rng: random.Random) -> list[str]:
-    """`arms` in the order one Thompson draw ranks them: each arm's mean effect on val bpb is drawn
-    from its posterior (a normal prior around zero, updated by the deltas seen for that arm in this
-    repo, with the spread of all deltas as the noise), lowest (best) first."""
+def ranked(arms: list[str], observed: list[Outcome], rng: random.Random) -> list[str]:
+    """`arms` in the order to try them, learned from the deltas seen per arm in this repo (each arm's
+    mean shrunk towards zero by one pseudo-observation): on EXPLOIT of the draws, the arms that lowered
+    val bpb come first, best first; otherwise every arm in a random order; either way the arms that
+    raised it go last. With two dozen evaluations and some forty arms, plain Thompson sampling would
+    spend nearly every draw exploring."""
     effects: dict[str, list[float]] = defaultdict(list)
     for o in observed:
         if o.delta is not None:
             effects[arm_of(o)].append(o.delta)
-    deltas = [d for ds in effects.values() for d in ds]
-    noise = max(statistics.pstdev(deltas) if len(deltas) > 1 else PRIOR_SD, 1e-3)
-    draws = {}
-    for arm in arms:
-        seen = effects.get(arm, [])
-        precision = 1 / PRIOR_SD ** 2 + len(seen) / noise ** 2
-        draws[arm] = rng.gauss(sum(seen) / noise ** 2 / precision, precision ** -0.5)
-    return sorted(arms, key=draws.__getitem__)
+    mean = {arm: sum(effects[arm]) / (len(effects[arm]) + 1) for arm in arms if arm in effects}
+    order = list(arms)
+    rng.shuffle(order)
+    won = sorted((a for a in order if mean.get(a, 0) < 0), key=mean.__getitem__)
+    lost = [a for a in order if mean.get(a, 0) > 0]
+    if won and rng.random() < EXPLOIT:
+        return won + [a for a in order if a not in won and a not in lost] + lost
+    return [a for a in order if a not in lost] + lost
 
 
 class OfflineMutator:
@@ -575,11 +576,11 @@ class OfflineMutator:
 
     @staticmethod
     def _learned(files: Files, context: Context, rng: random.Random):
-        """Arms (recipes, and each knob up or down) in the order a Thompson draw ranks them; a recipe
-        that no longer applies (already in the genome) is passed over."""
+        """Arms (recipes, and each knob up or down) in the order `ranked` learns; a recipe that no longer
+        applies (already in the genome) is passed over."""
         recipes = {r.name: r for r in CATALOGUE}
         arms = [*recipes, *(f"{k}:{d}" for k in PERTURBATION.knobs(files) for d in ("up", "down"))]
-        for arm in thompson(arms, context.observed, rng):
+        for arm in ranked(arms, context.observed, rng):
             if arm in recipes:
                 yield recipes[arm].apply(files, rng), arm
             else:
