@@ -26,7 +26,7 @@ from .evaluator import remove_stale_runs
 from .executors import Executor, Job, executor_for
 from .operators import Check, Operator, OperatorError, Proposal
 from .population import agent_of
-from .report import check_records
+from .report import check_records, llm_usage
 from .selection import Genome
 from .strategies import strategy_for
 
@@ -93,6 +93,8 @@ class Generation:
                     raise DarwinError(f"generation {g} has neither a plan nor a summary in {population.GENERATIONS}; "
                                       "step the log back with `git update-ref` to its last finished generation")
                 self.console.print(f"[yellow]resuming generation {g}[/]")
+                self.operator = self.operator or operator_for(self.cfg)
+                self.operator.resume(llm_usage(self.repo, self.cfg, generation=g))  # caps hold across a kill
             hist = memory.history(self.repo, self.cfg)  # what every slot's operator is shown comes from this one read
             if self._refresh_digest(g, hist):
                 hist = memory.history(self.repo, self.cfg)
@@ -155,7 +157,9 @@ class Generation:
         """Rewrite the population's "what worked" digest when due: the operator's rewrite (the LLM's),
         or the deterministic one when it declines. True when a digest was written."""
         self.operator = self.operator or operator_for(self.cfg)
-        source = memory.refresh_digest(self.repo, self.cfg, g, hist, self.operator.digest)
+        before = self.operator.usage()
+        source = memory.refresh_digest(self.repo, self.cfg, g, hist, self.operator.digest,
+                                       lambda: _spent_since(self.operator, before))
         if source:
             self.console.print(f"  digest of what worked rewritten ({source}): refs/darwin/digest")
         return bool(source)

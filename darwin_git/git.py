@@ -369,17 +369,20 @@ def apply_to_tree(repo: Path, base: str, patch: str) -> str:
         git(repo, "read-tree", base, env=env)
         patch_file = os.path.join(tmp, "change.patch")
         Path(patch_file).write_text(patch if patch.endswith("\n") else patch + "\n")
-        try:
-            git(repo, "apply", "--cached", "--recount", "--whitespace=nowarn", patch_file, env=env)
-        except GitError:
+        plain = run(repo, "apply", "--cached", "--recount", "--whitespace=nowarn", patch_file, env=env)
+        if plain.returncode:
+            # git's own words on where it failed ("patch failed: train.py:22"), for the model's repair round
+            where = "; ".join(line.removeprefix("error: ").strip() for line in
+                              plain.stderr.decode(errors="replace").splitlines()
+                              if "patch failed:" in line or "corrupt patch" in line)
             try:
                 git(repo, "apply", "--cached", "--recount", "--3way", "--whitespace=nowarn", patch_file, env=env)
             except GitError as e:
                 path = str(e).partition(": U ")[2]  # --3way's last words list the conflicted paths ("U train.py")
                 if path:
-                    raise GitError(f"git apply --3way: conflict in {path} (the lines around the change differ "
-                                   "here)") from None
-                raise
+                    raise GitError(f"{where + '; ' if where else ''}git apply --3way: conflict in {path} (the lines "
+                                   "around the change differ here)") from None
+                raise GitError(f"{where}; {e}" if where else str(e)) from None
         return git(repo, "write-tree", env=env).strip()
 
 

@@ -7,6 +7,7 @@ repo, and `darwin-git memory <agent>` prints exactly what a model was shown.
 """
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from dataclasses import dataclass
@@ -351,21 +352,40 @@ def digest_generation(repo: Path) -> int | None:
     return _int(git.last_trailer(repo, DIGEST, "Darwin-Digest-Generation"))
 
 
-def write_digest(repo: Path, text: str, generation: int, source: str) -> None:
-    """Add a digest commit: objects first, then a compare-and-swap move of refs/darwin/digest."""
+def digest_usage(repo: Path) -> list[tuple[int | None, dict]]:
+    """(generation, usage) of every digest rewrite that cost something, from its Darwin-Usage trailer."""
+    if not git.exists(repo, DIGEST):
+        return []
+    gens = {sha: _int(v) for sha, _, v in git.history_trailer(repo, DIGEST, "Darwin-Digest-Generation")}
+    out = []
+    for sha, _, value in git.history_trailer(repo, DIGEST, "Darwin-Usage"):
+        try:
+            usage = json.loads(value) if value else None
+        except ValueError:
+            usage = None
+        if isinstance(usage, dict):
+            out.append((gens.get(sha), usage))
+    return out
+
+
+def write_digest(repo: Path, text: str, generation: int, source: str, usage: dict | None = None) -> None:
+    """Add a digest commit: objects first, then a compare-and-swap move of refs/darwin/digest. What the
+    rewrite cost (an LLM's tokens) goes in its Darwin-Usage trailer, so every spend is in git."""
+    spend = f"Darwin-Usage: {json.dumps(usage, sort_keys=True)}\n" if usage and any(usage.values()) else ""
     message = (f"digest as of generation {generation} ({source})\n\n"
-               f"Darwin-Digest-Generation: {generation}\nDarwin-Digest-Source: {source}\n")
+               f"Darwin-Digest-Generation: {generation}\nDarwin-Digest-Source: {source}\n{spend}")
     commit, old = git.log_commit(repo, DIGEST, {"digest.md": text}, message)
     git.update_ref(repo, DIGEST, commit, old=old, message=f"darwin-git: digest g{generation}")
 
 
 def refresh_digest(repo: Path, cfg: Config, generation: int, hist: History,
-                   summarize: Callable[[str, str], str | None] | None = None) -> str | None:
+                   summarize: Callable[[str, str], str | None] | None = None,
+                   spent: Callable[[], dict] | None = None) -> str | None:
     """Rewrite the digest when `digest_every` generations have passed (or none exists yet and evidence does).
 
     `summarize(evidence, previous digest)` is an operator's rewrite; when it is absent, declines (None)
-    or fails, the deterministic digest is written. Returns the source written ("llm" or "offline"), None
-    if not due.
+    or fails, the deterministic digest is written; `spent()` says what the rewrite cost, failed or not.
+    Returns the source written ("llm" or "offline"), None if not due.
     """
     last = digest_generation(repo)
     if last is not None and generation - last < max(1, cfg.llm.digest_every):
@@ -380,7 +400,7 @@ def refresh_digest(repo: Path, cfg: Config, generation: int, hist: History,
             rewrite = None  # the deterministic digest stands in; the next due generation tries again
         if rewrite is not None:
             text, source = rewrite.strip() + "\n", "llm"
-    write_digest(repo, text, generation, source)
+    write_digest(repo, text, generation, source, spent() if spent else None)
     return source
 
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import ast
 import re
+from collections import Counter
 from pathlib import Path
 
-from unidiff import PatchSet
+from unidiff import PatchedFile, PatchSet
 from unidiff.errors import UnidiffParseError
 
 from . import git
@@ -102,8 +103,8 @@ def apply(repo: Path, parent: str, patch: str) -> str:
     applied = git.numstat(repo, base, tree)
     for f in patchset:
         path = _strip(f.target_file if f.target_file not in ("/dev/null",) else f.source_file)
-        want, got = (f.added, f.removed), applied.get(path)
-        if got is None or (got != want and sum(got) < sum(want)):
+        want, got = _net(f), applied.get(path)
+        if want != (0, 0) and (got is None or (got != want and sum(got) < sum(want))):
             raise Rejected(f"patch applied only in part to {path}: expected +{want[0]}/-{want[1]}, got {got}")
         if path.endswith(".py") and not f.is_removed_file:
             source = git.read_file(repo, tree, path)
@@ -114,6 +115,18 @@ def apply(repo: Path, parent: str, patch: str) -> str:
             except SyntaxError as e:
                 raise Rejected(f"patched {path} is not valid Python: {e.msg} at line {e.lineno}") from None
     return tree
+
+
+def _net(f: PatchedFile) -> tuple[int, int]:
+    """(added, removed) lines once a hunk's identical removed-and-added lines cancel: LLMs often re-emit
+    an unchanged line as a -/+ pair, which git's count of the result rightly never shows."""
+    added = removed = 0
+    for hunk in f:
+        minus = Counter(line.value for line in hunk if line.is_removed)
+        plus = Counter(line.value for line in hunk if line.is_added)
+        same = sum((minus & plus).values())
+        added, removed = added + sum(plus.values()) - same, removed + sum(minus.values()) - same
+    return added, removed
 
 
 MODES = {"100755": "an executable file", "120000": "a symlink", "160000": "a submodule (gitlink)"}

@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from . import breeding, fitness, git, population, review
+from . import breeding, fitness, git, memory, population, review
 from .config import Config, resolved_operator
 from .errors import DarwinError
 from .population import ARCHIVE, LIVE
@@ -67,11 +67,17 @@ def leaderboard(repo: Path, cfg: Config, include_archive: bool = False) -> dict:
     }
 
 
-def llm_usage(repo: Path, cfg: Config) -> dict:
-    """Tokens, requests and cost summed over every mutation note and every failed proposal."""
+def llm_usage(repo: Path, cfg: Config, generation: int | None = None) -> dict:
+    """Tokens, requests and cost summed over every mutation note, failed proposal and digest rewrite
+    (of one generation, when given)."""
+    def of(g) -> bool:
+        return generation is None or g == generation
+
     total = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0, "cost_usd": 0.0}
-    spends = [(note.get("usage"), note.get("cost_usd")) for note in git.notes_json(repo, cfg.notes.mutation).values()]
-    spends += [(f.usage, f.cost_usd) for f in breeding.failures(repo, cfg)]
+    spends = [(note.get("usage"), note.get("cost_usd")) for note in git.notes_json(repo, cfg.notes.mutation).values()
+              if of(note.get("generation"))]
+    spends += [(f.usage, f.cost_usd) for f in breeding.failures(repo, cfg) if of(f.generation)]
+    spends += [(usage, usage.get("cost_usd")) for g, usage in memory.digest_usage(repo) if of(g)]
     for usage, cost in spends:
         usage = usage if isinstance(usage, dict) else {}
         for key in ("prompt_tokens", "completion_tokens", "requests"):

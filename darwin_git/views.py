@@ -61,7 +61,7 @@ def leaderboard(board: dict, limit: int) -> None:
     usage = board["usage"]
     line = f"operator: {board['operator']}" + (f" ({board['model']})" if board["operator"] == "llm" else "")
     if usage["requests"]:
-        line += (f"; LLM usage in committed mutations: {usage['requests']} requests, {usage['prompt_tokens']:,} "
+        line += (f"; LLM usage (children, failed proposals, digests): {usage['requests']} requests, {usage['prompt_tokens']:,} "
                  f"prompt + {usage['completion_tokens']:,} completion tokens, ${usage['cost_usd']:.4f}")
     console.print(line)
 

@@ -3,7 +3,8 @@
 its HTTP stack and our retry loop all run for real.
 
 A script step is a dict:
-  {"content": str}                      200 with a chat.completion (usage: chars/4, or "usage": (p, c))
+  {"content": str}                      200 with a chat.completion (usage: chars/4, or "usage": (p, c);
+                                        "finish_reason": "length" for a reply cut off at max_tokens)
   {"status": 429, "headers": {...}}     an error response with that status
   {"status": 400, "message": "..."}     e.g. a server that refuses response_format
   {"sleep": seconds, ...}               wait first (to outlive the client's timeout), then answer
@@ -42,7 +43,7 @@ class Endpoint:
                     status, doc = 200, {
                         "id": "chatcmpl-stub", "object": "chat.completion", "created": int(time.time()),
                         "model": body["model"],
-                        "choices": [{"index": 0, "finish_reason": "stop",
+                        "choices": [{"index": 0, "finish_reason": step.get("finish_reason", "stop"),
                                      "message": {"role": "assistant", "content": step["content"]}}],
                         "usage": {"prompt_tokens": p, "completion_tokens": c, "total_tokens": p + c}}
                 else:

@@ -40,6 +40,9 @@ class ScriptedLlm:
     def usage(self):
         return {}
 
+    def resume(self, spent):
+        pass
+
     def propose(self, files, context, rng, check=None) -> Proposal:
         assert {"train.py", "model.py"} <= set(files)
         patch = self.patches[self.calls]

@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import pytest
 
-from darwin_git import config, memory, population
+from darwin_git import breeding, config, memory, population
 from darwin_git.config import Config, resolved_operator
 from darwin_git.errors import DarwinError
 from darwin_git.generation import Generation, operator_for
@@ -141,11 +141,54 @@ def test_failed_patch_gets_one_repair_round_with_the_exact_error(repo):
     repair = endpoint.messages(1)
     assert repair[-2] == {"role": "assistant", "content": reply(stale)["content"]}
     assert repair[-1]["role"] == "user" and "patch does not apply" in repair[-1]["content"]
+    assert "patch failed: train.py:" in repair[-1]["content"]  # git's own words on where it failed
+    assert "context lines copied exactly" in repair[-1]["content"] and "search texts" not in repair[-1]["content"]
     meta = json.loads(note(repo, "mutation", made[plan.slots[0].child]))
     assert meta["usage"]["requests"] == 2
 
 
+def test_a_patch_that_re_emits_an_unchanged_line_applies(repo):
+    """LLMs often write an untouched line as a -/+ pair; git's count of the result rightly never shows it."""
+    patch = template_diff(repo, "learning_rate = 2e-3\n", "learning_rate = 3e-3\n")
+    assert "\n dropout = 0.0\n" in patch
+    patch = patch.replace("\n dropout = 0.0\n", "\n-dropout = 0.0\n+dropout = 0.0\n")
+    with Endpoint([reply(patch)]) as endpoint:
+        made, plan = breed(repo, llm_config(repo, endpoint.url))
+    sha = made[plan.slots[0].child]
+    assert "\nlearning_rate = 3e-3\n" in git(repo, "show", f"{sha}:train.py") and len(endpoint.requests) == 1
+
+
 # ---- replies that become recorded failures -------------------------------------------------------------
+
+def test_a_reply_cut_off_mid_json_is_a_recorded_failure_not_a_crash(repo):
+    """JSON cut by max_tokens (an unclosed brace): the model is told, and the slot fails with its spend."""
+    cut = {"content": '{"reasoning": "Raise the rate", "edits": [{"path": "train.py", "search": "learn',
+           "finish_reason": "length"}
+    with Endpoint([cut, cut]) as endpoint:
+        made, plan = breed(repo, llm_config(repo, endpoint.url))
+    assert made == {} and len(endpoint.requests) == 2
+    assert "cut off at max_tokens = 4096" in endpoint.messages(1)[-1]["content"]
+    [record] = failures(repo, plan.slots[0].parents[0].sha)
+    assert record["reason"].startswith("unusable reply after a repair round: the reply was cut off")
+    assert record["usage"]["requests"] == 2 and record["usage"]["completion_tokens"] > 0
+
+
+def test_a_resumed_generation_counts_what_it_already_spent_against_the_caps(repo):
+    """Killed after slot 0 spent the whole request cap: the resumed run sends nothing more."""
+    cfg = llm_config(repo, "", offspring=2, max_requests=2)
+    generation = Generation(repo, cfg, quiet(), operator=operator(cfg))
+    plan = generation._plan(1)
+    population.record_generation(repo, plan, "generation 1: plan")
+    first = plan.slots[0]
+    breeding.record_failure(repo, cfg, first.parents[0].sha, 1, 0, "unusable reply", "llm",
+                            usage={"requests": 2, "prompt_tokens": 900, "completion_tokens": 50, "cost_usd": 0.0})
+    with Endpoint([reply(RAISE_LR)]) as endpoint:
+        cfg.llm = replace(cfg.llm, base_url=endpoint.url)
+        Generation(repo, cfg, quiet(), operator=operator(cfg)).run()
+    assert endpoint.requests == []
+    second = failures(repo, plan.slots[1].parents[0].sha)
+    assert any(r["slot"] == 1 and r["reason"].startswith("cost cap reached: 2 requests") for r in second)
+
 
 def test_garbage_is_a_recorded_failure_after_one_repair_round(repo):
     first, second = "Sure! I would make the model better.", "I really think it would help a lot."

@@ -183,3 +183,19 @@ def test_llm_digest_and_its_fallback_when_the_endpoint_fails(story):
     assert memory.refresh_digest(story.repo, cfg, 10, memory.history(story.repo, cfg), dead.digest) == "offline"
     log = git(story.repo, "log", "--format=%(trailers:key=Darwin-Digest-Source,valueonly)", "refs/darwin/digest")
     assert log.split() == ["offline", "llm"]
+
+
+def test_what_a_digest_rewrite_cost_is_in_git_and_in_the_totals(story):
+    """The digest call's tokens go into its commit's Darwin-Usage trailer and into status's total."""
+    from darwin_git.report import llm_usage
+
+    cfg: Config = story.cfg
+    before = llm_usage(story.repo, cfg)
+    with Endpoint([{"content": "- Worked: higher learning rate.", "usage": (700, 30)}]) as endpoint:
+        operator = LlmOperator(replace(cfg.llm, model="stub-model", timeout_s=2.0, max_retries=0, base_url=endpoint.url))
+        assert memory.refresh_digest(story.repo, cfg, 5, memory.history(story.repo, cfg), operator.digest,
+                                     operator.usage) == "llm"
+    assert memory.digest_usage(story.repo)[0] == (5, operator.usage())
+    after, of5 = llm_usage(story.repo, cfg), llm_usage(story.repo, cfg, generation=5)
+    assert after["prompt_tokens"] - before["prompt_tokens"] == 700 and after["requests"] - before["requests"] == 1
+    assert of5["completion_tokens"] >= 30

@@ -181,6 +181,9 @@ def test_an_attack_from_an_operator_is_a_recorded_failure_and_no_commit(tmp_path
         def usage(self):
             return {}
 
+        def resume(self, spent):
+            pass
+
         def propose(self, files, context, rng, check=None):
             return Proposal("Tune the learning rate", "Looks like a learning-rate change.", patch, "attacker")
 

@@ -88,3 +88,6 @@ class Operator(Protocol):
 
     def usage(self) -> dict[str, float]:
         """Tokens, requests and cost spent so far ({} for an operator that costs nothing)."""
+
+    def resume(self, spent: dict[str, float]) -> None:
+        """Count `spent` (what this generation's records say it already cost) against the caps."""

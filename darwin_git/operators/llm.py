@@ -42,7 +42,9 @@ Each search text must occur exactly once in its file: copy it verbatim, indentat
 Add `request` only to ask the people running this search for what one change cannot give: {{"kind": "data" | "script" | "restructure" | "other", "title": "one line", "rationale": "why, citing fitness numbers from your memory", "edits": optional edits (same forms) that a person should review before they land}}. The search never waits for an answer; your memory shows it once people decide."""
 
 REPAIR = """Your change cannot be applied: {error}
-Reply again with the same JSON object and complete, corrected edits (search texts copied exactly from the files above)."""
+Reply again with the same JSON object and complete, corrected edits ({form})."""
+REPAIR_FORMS = {"diff": "a unified diff against the files above, its context lines copied exactly",
+                "blocks": "search texts copied exactly from the files above"}
 
 DIGEST_SYSTEM = """You keep the "what worked" digest of an evolutionary search over GPT training scripts (fitness: test bits per byte, lower is better). Rewrite the digest from the evidence and the previous digest: at most 250 words of markdown bullets under the headings Worked, Did not work, Common failures, Worth trying next; give effect sizes in bpb where the evidence has them. Reply with the digest only."""
 
@@ -93,6 +95,7 @@ class LlmOperator:
         self.spent = Usage()
         self.json_mode = True  # cleared for good once the server refuses response_format
         self.jitter = random.Random()
+        self.cut_off = False  # the last reply ended at max_tokens
 
     @classmethod
     def from_config(cls, cfg: Config) -> "LlmOperator":
@@ -115,7 +118,9 @@ class LlmOperator:
         text = self._chat(messages, used, json_mode=True)
         reply, patch, error = self._try(text, files, check)
         if error:
-            messages += [{"role": "assistant", "content": text}, {"role": "user", "content": REPAIR.format(error=error)}]
+            form = REPAIR_FORMS["diff" if reply is not None and reply.patch else "blocks"]
+            messages += [{"role": "assistant", "content": text},
+                         {"role": "user", "content": REPAIR.format(error=error, form=form)}]
             try:
                 text = self._chat(messages, used, json_mode=True)
             except OperatorError as e:
@@ -150,6 +155,12 @@ class LlmOperator:
     def usage(self) -> dict[str, float]:
         return self.spent.as_dict()
 
+    def resume(self, spent: dict[str, float]) -> None:
+        """Count what this generation already spent (read back from git) before a kill, so the caps hold
+        across a resume."""
+        self.spent.add(Usage(int(spent.get("prompt_tokens", 0)), int(spent.get("completion_tokens", 0)),
+                             int(spent.get("requests", 0)), float(spent.get("cost_usd", 0.0))))
+
     def ping(self) -> dict:
         """One tiny request: what `darwin-git doctor` reports."""
         used, t0 = Usage(), time.monotonic()
@@ -163,8 +174,12 @@ class LlmOperator:
         try:
             reply = parse_reply(text)
             patch = reply.patch or blocks_to_diff(files, reply.blocks)
-        except ReplyError as e:
-            return None, "", str(e)
+        except ValueError as e:  # ReplyError, or any reply the parser cannot read: the model is told why
+            error = str(e) or type(e).__name__
+            if self.cut_off:
+                error = (f"the reply was cut off at max_tokens = {self.settings.max_tokens} before it ended "
+                         f"({error}); reply with a shorter change")
+            return None, "", error
         return reply, patch, check(patch) if check else None
 
     # ---- the endpoint --------------------------------------------------------------------------------
@@ -196,6 +211,7 @@ class LlmOperator:
             except openai.OpenAIError as e:  # auth, unknown model, bad reply: retrying will not help
                 raise OperatorError(f"the endpoint failed: {_describe(e, s)}") from None
             text = (response.choices[0].message.content or "") if response.choices else ""
+            self.cut_off = bool(response.choices) and response.choices[0].finish_reason == "length"
             self._account(messages, text, response.usage, used)
             return text
 
@@ -331,8 +347,9 @@ def _json_object(text: str) -> dict | None:
     """A JSON object with `edits`, bare or fenced; None when the reply is not one."""
     candidates = [text.strip()]
     candidates += re.findall(r"```(?:json)?\s*\n(\{.*?\})\s*```", text, re.S)
-    if "{" in text:
-        candidates.append(text[text.index("{"):text.rindex("}") + 1])
+    start, end = text.find("{"), text.rfind("}")
+    if 0 <= start < end:  # a reply cut off by max_tokens may open a brace it never closes
+        candidates.append(text[start:end + 1])
     for candidate in candidates:
         try:
             doc = json.loads(candidate)

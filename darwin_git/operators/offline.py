@@ -593,3 +593,6 @@ class OfflineMutator:
 
     def usage(self) -> dict[str, float]:
         return {}
+
+    def resume(self, spent: dict[str, float]) -> None:
+        """The catalogue costs nothing: no caps to carry over."""
