@@ -13,18 +13,19 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
 from rich.markup import escape
 
-from . import breeding, fitness, git, memory, novelty, patches, population, review, selection
+from . import breeding, brief, fitness, git, memory, novelty, patches, population, review, selection
 from .config import Config, resolved_operator
 from .corpus import prepare
 from .errors import DarwinError
 from .evaluator import remove_stale_runs
 from .executors import Executor, Job, executor_for
-from .operators import Check, Operator, OperatorError, Proposal
+from .operators import Check, Context, Operator, OperatorError, Proposal
 from .population import agent_of
 from .report import check_records, llm_usage
 from .selection import Genome
@@ -51,6 +52,11 @@ def pick_author(target: str, agents: list[str], mode: str, rng: random.Random) -
     if others and (mode == "other" or (mode == "mixed" and rng.random() < 0.5)):
         return rng.choice(others)
     return target
+
+
+def genome_files(repo: Path, sha: str) -> dict[str, str]:
+    """The Python files of a genome commit, as an operator is given them (path -> text)."""
+    return {p: git.read_file(repo, sha, p) or "" for p in git.list_files(repo, sha) if p.endswith(".py")}
 
 
 def genomes(repo: Path, cfg: Config, names: dict[str, str]) -> dict[str, Genome]:
@@ -222,13 +228,12 @@ class Generation:
                 model = ""
             else:
                 operator = self.operator.name
-                files = {p: git.read_file(self.repo, parents[0], p) or ""
-                         for p in git.list_files(self.repo, parents[0]) if p.endswith(".py")}
+                files = genome_files(self.repo, parents[0])
                 check, verdicts = self._checker(parents[0])
                 skipped = []
                 for _ in range(NOVELTY_TRIES if self.gate else 1):
-                    proposal = self.operator.propose(files, memory.context(self.repo, self.cfg, author, hist), rng,
-                                                     check)
+                    shown = self.context(g, slot.slot, names[0], parents[0], author, hist)
+                    proposal = self.operator.propose(files, shown, rng, check)
                     if proposal is None:
                         raise patches.Rejected("the operator had nothing to propose for this parent")
                     if proposal.request:
@@ -270,6 +275,14 @@ class Generation:
         hist.add_child(child, agent_of(names[0]), trailers["Darwin-Author"] or agent_of(names[0]), g, slot.slot,
                        reasoning)
         return child
+
+    def context(self, g: int, slot: int, name: str, sha: str, author: str, hist: memory.History) -> Context:
+        """What slot `slot` of generation `g` is shown when `author` changes genome `name`: the author's memory,
+        the population's lessons (siblings start at different best changes), the genome's experiment log."""
+        self.corpus = self.corpus or prepare(self.cfg.evaluation.data, self.cfg.evaluation.tokenizer)
+        target = brief.Target(name, sha, g, self.corpus.genome_meta())
+        return replace(memory.context(self.repo, self.cfg, author, hist, start=slot),
+                       brief=brief.text(self.repo, self.cfg, hist, target))
 
     def _file_request(self, g: int, slot: population.Slot, author: str, genome: str, base: str, proposal: Proposal) -> dict:
         """File what the operator asked of people; the generation goes on without waiting for an answer."""

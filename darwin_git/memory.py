@@ -8,9 +8,11 @@ repo, and `darwin-git memory <agent>` prints exactly what a model was shown.
 from __future__ import annotations
 
 import json
+import math
 import re
+import statistics
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
 from typing import Callable
@@ -79,6 +81,28 @@ class History:
     baseline: float | None  # the template's fitness
     requests: list[review.Request]  # every request filed for review (review.py), oldest first
     fitness: dict[str, float]  # sha -> fitness of every scored darwin commit
+    spread: dict[str, tuple[float, int]] = field(default_factory=dict)  # sha -> (seed spread, runs)
+
+    def noise(self) -> float | None:
+        """The typical seed spread of val bpb here: the median over genomes with two runs or more."""
+        spreads = sorted(s for s, n in self.spread.values() if n > 1)
+        return statistics.median(spreads) if spreads else None
+
+    def verdict(self, c: "Change") -> str:
+        """"better" or "worse" only when the delta is beyond twice the two genomes' combined seed spread
+        (selection's own test), with the population's typical spread standing in for an unmeasured one."""
+        d = c.delta
+        if d is None:
+            return ""
+        typical = self.noise()
+        spreads = [self.spread.get(sha, (0.0, 1)) for sha in (c.sha, c.parent)]
+        measured = [s if n > 1 else typical for s, n in spreads]
+        if any(s is None for s in measured):
+            return "noise not measured yet"
+        bar = 2 * math.sqrt(sum(s * s for s in measured))
+        if abs(d) <= bar:
+            return f"within noise (±{bar:.4f})"
+        return f"{'better' if d < 0 else 'worse'}, beyond noise (±{bar:.4f})"
 
     def add_child(self, child: breeding.Child, agent: str, author: str, generation: int, slot: int,
                   reasoning: str) -> None:
@@ -138,7 +162,8 @@ def history(repo: Path, cfg: Config) -> History:
         attempts.append(Attempt(f.generation, f.slot, parent_name, author, f.operator, f.title, f.reason))
     attempts.sort(key=lambda a: (a.generation, a.slot))
     fit = {sha: doc.fitness for sha, doc in docs.items() if doc.fitness is not None}
-    return History(changes, attempts, baseline, review.load(repo), fit)
+    spread = {sha: (doc.spread, doc.n) for sha, doc in docs.items() if doc.fitness is not None}
+    return History(changes, attempts, baseline, review.load(repo), fit, spread)
 
 
 def _int(value: str | None) -> int:
@@ -179,12 +204,12 @@ class _Entry:
     tokens: int = 0
 
 
-def _change_entry(c: Change, author: str) -> _Entry:
+def _change_entry(c: Change, author: str, hist: History) -> _Entry:
     where = f" (on {c.agent}'s lineage)" if c.agent != author else ""
     fate = "alive" if c.alive else "pruned"
     if c.after is not None:
         d = c.delta
-        verdict = "" if d is None else f" ({d:+.4f}, {'better' if d < 0 else 'worse' if d > 0 else 'no change'})"
+        verdict = "" if d is None else f" ({d:+.4f}, {hist.verdict(c)})"
         score = f"{_bpb(c.before)} -> {_bpb(c.after)} bpb{verdict}" + (f", {c.detail}" if c.detail else "")
         badness = d if d is not None else 0.0
     elif c.status:
@@ -223,22 +248,29 @@ def agent_memory(repo: Path, cfg: Config, agent: str, budget_tokens: int = MEMOR
                  hist: History | None = None) -> str:
     """The agent's scored trajectory, oldest first, trimmed to the most informative entries."""
     hist = hist or history(repo, cfg)
-    entries = [_change_entry(c, agent) for c in hist.changes if c.author == agent]
-    entries += [_attempt_entry(a) for a in hist.attempts if a.author == agent]
+    entries = [_change_entry(c, agent, hist) for c in hist.changes if c.author == agent]
+    entries += [_attempt_entry(a) for a in hist.attempts if a.author == agent and not infrastructure(a.reason)]
     entries.sort(key=lambda e: e.order)
     for e in entries:
         e.tokens = llm_tokens.count(e.text)
     kept = _select(entries, budget_tokens)
     head = [f"# Memory of agent {agent}: its scored trajectory",
             "Every change this agent wrote and every attempt of its that failed before training, oldest first. "
-            "Fitness is test bits per byte, lower is better; \"a -> b\" is the parent's score, then the child's. "
-            f"The template scored {_bpb(hist.baseline)}."]
+            "Fitness is val bits per byte (the selection split), lower is better; \"a -> b\" is the parent's score, "
+            f"then the child's. The template scored {_bpb(hist.baseline)}."]
     if len(kept) < len(entries):
         head.append(f"{len(entries) - len(kept)} of {len(entries)} entries are left out to fit about {budget_tokens} "
                     "tokens; kept: the best, the worst and the most recent.")
     body = "".join(e.text for e in kept) or "(no history yet: this is the agent's first change)\n"
-    text = "\n".join(head) + "\n" + body + answers(hist, agent)
-    return text + f"(This memory is about {llm_tokens.count(text)} tokens, {llm_tokens.method()}.)\n"
+    return "\n".join(head) + "\n" + body + answers(hist, agent)
+
+
+INFRASTRUCTURE = ("cost cap reached", "the endpoint", "cannot reach")  # a reason that is not the idea's fault
+
+
+def infrastructure(reason: str) -> bool:
+    """A failure of the machinery (caps, the endpoint), not of the proposed change."""
+    return reason.startswith(INFRASTRUCTURE)
 
 
 def answers(hist: History, agent: str) -> str:
@@ -276,9 +308,12 @@ def improvements(hist: History) -> list[Change]:
     return out
 
 
-def inspiration(repo: Path, cfg: Config, k: int = INSPIRATION, hist: History | None = None) -> list[str]:
-    """The population's k best improvements: title, fitness change, and a short diff (one git process)."""
-    best = improvements(hist or history(repo, cfg))[:k]
+def inspiration(repo: Path, cfg: Config, k: int = INSPIRATION, hist: History | None = None,
+                start: int = 0) -> list[str]:
+    """The population's k best improvements from the `start`-th (sibling slots start apart, so their
+    prompts differ): title, fitness change, and a short diff (one git process)."""
+    ranked = improvements(hist or history(repo, cfg))
+    best = ranked[start % len(ranked):][:k] if ranked else []
     if not best:
         return []
     diffs = {}
@@ -288,7 +323,7 @@ def inspiration(repo: Path, cfg: Config, k: int = INSPIRATION, hist: History | N
         diffs[sha] = "\n".join(lines[:DIFF_LINES]) + more
     return [f"# Best change {i} in the population: {c.title}\n{c.name}, generation {c.generation}, {c.operator}, "
             f"by {c.author}: {_bpb(c.before)} -> {_bpb(c.after)} bpb ({c.delta:+.4f})\n"
-            f"```diff\n{diffs.get(c.sha, '')}\n```" for i, c in enumerate(best, 1)]
+            f"```diff\n{diffs.get(c.sha, '')}\n```" for i, c in enumerate(best, start % max(1, len(ranked)) + 1)]
 
 
 def _failure_reasons(hist: History) -> Counter:
@@ -405,7 +440,7 @@ def refresh_digest(repo: Path, cfg: Config, generation: int, hist: History,
 
 
 def context(repo: Path, cfg: Config, author: str, hist: History,
-            budget_tokens: int = MEMORY_TOKENS) -> Context:
+            budget_tokens: int = MEMORY_TOKENS, start: int = 0) -> Context:
     """What `propose` sees of the search for a mutation written by `author`, from one history.
 
     Records for an operator that decides by rule (the offline catalogue), and the same records
@@ -418,5 +453,5 @@ def context(repo: Path, cfg: Config, author: str, hist: History,
     tried.sort(key=lambda o: o.generation)
     observed = [Outcome(c.generation, c.title, c.delta, False, c.operator) for c in hist.changes if c.delta is not None]
     return Context(memory=agent_memory(repo, cfg, author, budget_tokens, hist),
-                   inspiration=[population_digest(repo, cfg), *inspiration(repo, cfg, hist=hist)],
+                   inspiration=[population_digest(repo, cfg), *inspiration(repo, cfg, hist=hist, start=start)],
                    tried=tried, observed=observed, asked=[d.generation for d in hist.requests if d.agent == author])

@@ -6,6 +6,8 @@ trained, so the trajectories are exact and the tests take seconds.
 """
 from __future__ import annotations
 
+import json
+import random
 import subprocess
 from dataclasses import replace
 from pathlib import Path
@@ -15,12 +17,12 @@ import pytest
 from darwin_git import breeding, fitness, memory, patches, population
 from darwin_git.config import Config
 from darwin_git.git import typed
-from darwin_git.operators import Proposal, llm_tokens
+from darwin_git.operators import OperatorError, Proposal, llm_tokens
 from darwin_git.operators.llm import LlmOperator
 from darwin_git.operators.offline import unified_diff
 from darwin_git.population import Plan, init_repo
 
-from .conftest import evo_config, git
+from .conftest import cli, evo_config, git
 from .openai_stub import Endpoint
 
 
@@ -34,9 +36,9 @@ class History:
         self.score(self.root, 2.0)
         self.plans: dict[int, list[dict]] = {}
 
-    def score(self, sha: str, bpb: float | None, error: str = "") -> None:
+    def score(self, sha: str, bpb: float | None, error: str = "", seed: int = 1) -> None:
         status = "ok" if bpb is not None else "crashed"
-        fitness.add_run(self.repo, {"commit": sha, "seed": 1, "status": status, "stage": "done" if bpb else "smoke",
+        fitness.add_run(self.repo, {"commit": sha, "seed": seed, "status": status, "stage": "done" if bpb else "smoke",
                                     "val_bpb": bpb, "error": error}, self.cfg.notes.fitness)
 
     def child(self, parent: str, name: str, author: str, g: int, slot: int, title: str, knob: str,
@@ -87,14 +89,14 @@ def test_memory_is_the_authors_scored_trajectory_oldest_first(story):
     text = memory.agent_memory(story.repo, story.cfg, "ada")
     lines = [line for line in text.splitlines() if line.startswith("- ")]
     assert [line.split()[2] for line in lines] == ["ada-g1-0", "ada-g2-0", "ada-g2-1", "slot", "bo-g3-1"]
-    assert "2.0000 -> 1.9000 bpb (-0.1000, better)" in lines[0] and "Raise the learning rate" in lines[0]
-    assert "1.9000 -> 2.0500 bpb (+0.1500, worse)" in lines[1]
+    assert "2.0000 -> 1.9000 bpb (-0.1000, noise not measured yet)" in lines[0]  # one run each: no verdict
+    assert "Raise the learning rate" in lines[0] and "1.9000 -> 2.0500 bpb (+0.1500, " in lines[1]
     assert "crashed at smoke: RuntimeError: boom in forward" in lines[2]
     assert "FAILED before training: patch does not apply" in lines[3]
     assert "(on bo's lineage)" in lines[4] and "2.0000 -> 1.9700" in lines[4]
     assert "Reasoning for Raise the learning rate." in text  # from the mutation note
     assert "Halve the warmup" not in text  # bo's own change is bo's memory, not ada's
-    assert "The template scored 2.0000" in text and llm_tokens.method() in text
+    assert "The template scored 2.0000" in text and llm_tokens.method() not in text
     bo = memory.agent_memory(story.repo, story.cfg, "bo")
     assert "Halve the warmup" in bo and "Lower beta2" not in bo
 
@@ -150,6 +152,22 @@ def test_inspiration_is_the_best_improvements_with_their_diffs(story):
     assert "-learning_rate = 2e-3\n+learning_rate = 3e-3" in best[0] and "```diff" in best[0]
 
 
+def test_a_delta_is_better_or_worse_only_beyond_the_measured_noise(story):
+    """Labels follow selection's own test: twice the combined seed spread, the population's typical
+    spread standing in for a genome run once."""
+    a1 = git(story.repo, "rev-parse", "darwin/ada-g1-0").strip()
+    story.score(story.root, 2.02, seed=2)
+    story.score(a1, 1.91, seed=2)  # root 2.01 ± 0.0141, a1 1.905 ± 0.0071: the bar is ±0.0316
+    hist = memory.history(story.repo, story.cfg)
+    assert hist.noise() == pytest.approx((0.014142 + 0.007071) / 2, abs=1e-5)
+    change = {c.name: c for c in hist.changes}
+    assert hist.verdict(change["ada-g1-0"]) == "better, beyond noise (±0.0316)"
+    assert hist.verdict(replace(change["ada-g1-0"], after=1.99)) == "within noise (±0.0316)"
+    assert hist.verdict(change["ada-g2-0"]).startswith("worse, beyond noise")  # 2.05 once, vs 1.905: typical spread
+    text = memory.agent_memory(story.repo, story.cfg, "ada")
+    assert "2.0100 -> 1.9050 bpb (-0.1050, better, beyond noise (±0.0316))" in text
+
+
 def test_offline_digest_is_a_commit_chain_refreshed_every_n_generations(story):
     cfg = story.cfg
     cfg.llm = replace(cfg.llm, digest_every=3)
@@ -199,3 +217,52 @@ def test_what_a_digest_rewrite_cost_is_in_git_and_in_the_totals(story):
     after, of5 = llm_usage(story.repo, cfg), llm_usage(story.repo, cfg, generation=5)
     assert after["prompt_tokens"] - before["prompt_tokens"] == 700 and after["requests"] - before["requests"] == 1
     assert of5["completion_tokens"] >= 30
+
+
+def test_the_prompt_is_an_experiment_log_of_the_genome_it_changes(story):
+    """Sent through the real client to a local endpoint: the parent's name and score with its spread, the
+    lineage with noise-labelled deltas, failures with their stderr apart from the machinery's, what
+    siblings already changed, the task's facts; within its size cap."""
+    from darwin_git import brief
+    from darwin_git.generation import Generation, genome_files
+
+    a1 = git(story.repo, "rev-parse", "darwin/ada-g1-0").strip()
+    story.score(story.root, 2.02, seed=2)
+    story.score(a1, 1.91, seed=2)
+    story.failed(a1, "ada", "ada", 3, 1, "cost cap reached: 3 requests sent this generation (max_requests = 3)")
+    cfg: Config = story.cfg
+    hist = memory.history(story.repo, cfg)
+    context = Generation(story.repo, cfg).context(3, 0, "ada-g1-0", a1, "ada", hist)
+    with Endpoint([{"content": json.dumps({"title": "t", "reasoning": "r", "edits": "not a diff"})}] * 2) as endpoint:
+        operator = LlmOperator(replace(cfg.llm, model="stub-model", base_url=endpoint.url, max_retries=0))
+        try:
+            operator.propose(genome_files(story.repo, a1), context, random.Random(0))
+        except OperatorError:
+            pass  # the reply is beside the point: the prompt is what was sent
+    prompt = endpoint.messages(0)[1]["content"]
+    assert prompt.startswith(f"# The genome to change: ada-g1-0 ({a1[:10]})\nval bpb 1.9050 ± 0.0071 over 2 runs")
+    assert '- g1 [llm] "Raise the learning rate": 2.0100 -> 1.9050 -0.1050, better, beyond noise (±0.0316)' in prompt
+    assert "Seeds alone move val bpb by about ±0.0106 here" in prompt
+    assert "- bo-g1-1: val bpb 1.9500 (one run: spread not measured); its line differs by: \"Halve the warmup\"" in prompt
+    assert "ada-g2-1 \"Deeper model\": crashed at smoke; stderr ends: RuntimeError: boom in forward" in prompt
+    assert "patch does not apply" in prompt.split("# Recent failed changes")[1].split("# Failures of the machinery")[0]
+    machinery = prompt.split("# Failures of the machinery")[1].split("\n# ")[0]
+    assert "cost cap reached" in machinery
+    assert "cost cap reached" not in memory.agent_memory(story.repo, cfg, "ada")  # not shown as the agent's idea
+    assert "# Already changed by siblings in this generation" in prompt and '"Lower beta2"' in prompt
+    assert f"Corpus {cfg.evaluation.data} (char tokens, vocabulary " in prompt
+    assert f"budget {cfg.evaluation.budget} per run" in prompt and "this child is in generation 3" in prompt
+    assert f"memory limit {cfg.evaluation.memory_mb} MB" in prompt
+    assert "# Its code\n\n## train.py" in prompt
+    assert llm_tokens.count(context.brief) <= brief.BRIEF_TOKENS
+    shown = cli("memory", "ada-g1-0", "--prompt", "-C", story.repo)
+    assert shown.exit_code == 0, shown.output
+    assert shown.output.startswith("## system\n\nYou improve a small GPT training script")
+    assert "## user\n\n# The genome to change: ada-g1-0" in shown.output and "(the prompt is about " in shown.output
+    for slot in range(2, 8):  # more failures than a small cap keeps
+        story.failed(a1, "ada", "ada", 4, slot, f"patch does not apply: attempt {slot}")
+    hist = memory.history(story.repo, cfg)
+    target = brief.Target("ada-g1-0", a1, 3, {})
+    full = brief.text(story.repo, cfg, hist, target)
+    small = brief.text(story.repo, cfg, hist, target, limit=100)
+    assert llm_tokens.count(small) < llm_tokens.count(full) and small.count("\n- g") < full.count("\n- g")

@@ -52,16 +52,41 @@ def lineage(genome, repo_dir) -> None:
 
 
 @click.command("memory")
-@click.argument("agent")
+@click.argument("name")
+@click.option("--prompt", is_flag=True, help="NAME is a genome: print the whole prompt an LLM gets to change it "
+                                             "(system text, experiment log, code, memory, lessons) and its size.")
 @repo_option
-def memory_cmd(agent, repo_dir) -> None:
-    """Print what the LLM is shown when AGENT writes a mutation (after the system text and the code)."""
+def memory_cmd(name, prompt, repo_dir) -> None:
+    """Print what the LLM is shown when agent NAME writes a mutation (after the system text and the code)."""
     from .. import memory, population
 
     repo, cfg = evolution_repo(repo_dir)
-    agent = population.agent_of(agent.removeprefix("darwin/"))
+    if prompt:
+        return _prompt(repo, cfg, name)
+    agent = population.agent_of(name.removeprefix("darwin/"))
     agents = sorted({population.agent_of(n) for n in {**population.living(repo), **population.archived(repo)}})
     if agent not in agents:
         raise DarwinError(f"no agent named {agent!r} here; the agents are {', '.join(agents) or 'none'}")
     shown = memory.context(repo, cfg, agent, memory.history(repo, cfg))
     click.echo("\n\n".join(item.strip() for item in (shown.memory, *shown.inspiration) if item.strip()))
+
+
+def _prompt(repo, cfg, name: str) -> None:
+    """The next generation's prompt for a change of genome `name`, written by its own agent, as sent."""
+    from .. import memory, population
+    from ..generation import Generation, genome_files
+    from ..operators import llm_tokens
+    from ..operators.llm import LlmOperator
+    from ..report import resolve_genome
+
+    shown_name, sha = resolve_genome(repo, name)
+    gens = population.generations(repo)
+    g = max(gens, default=-1) + (1 if not gens or gens[max(gens)].summary else 0)
+    context = Generation(repo, cfg).context(g, 0, shown_name, sha, population.agent_of(shown_name),
+                                            memory.history(repo, cfg))
+    operator = LlmOperator(cfg.llm, budget=cfg.evaluation.budget, device=cfg.evaluation.device)
+    messages = operator.messages(genome_files(repo, sha), context)
+    text = "\n\n".join(f"## {m['role']}\n\n{m['content']}" for m in messages)
+    click.echo(text)
+    click.echo(f"\n(the prompt is about {llm_tokens.count(text):,} tokens, {llm_tokens.method()}; the experiment "
+               f"log {llm_tokens.count(context.brief):,})")

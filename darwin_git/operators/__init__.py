@@ -56,6 +56,7 @@ class Context:
     """What an operator sees besides the parent's code."""
 
     memory: str = ""  # the author's scored trajectory and request answers, as text (what a model reads)
+    brief: str = ""  # the experiment log of the genome being changed (brief.py), as text
     inspiration: list[str] = field(default_factory=list)  # the digest, then the population's best changes
     tried: list[Outcome] = field(default_factory=list)  # the author's changes and attempts, oldest first
     observed: list[Outcome] = field(default_factory=list)  # every scored change in the population, any author

@@ -139,7 +139,8 @@ class LlmOperator:
         order = sorted(files, key=lambda p: (p not in ("train.py", "model.py"), p != "train.py", p))
         code = "".join(f"## {path}\n```python\n{files[path].rstrip()}\n```\n\n" for path in order)
         sections = [context.memory.strip(), *(item.strip() for item in context.inspiration)]
-        user = (f"# The genome to change\n\n{code}" + "\n\n".join(s for s in sections if s)
+        head = context.brief.strip() or "# The genome to change"
+        user = (f"{head}\n\n# Its code\n\n{code}" + "\n\n".join(s for s in sections if s)
                 + "\n\nPropose one change to the genome above. Reply with the JSON object only.")
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
 
