@@ -36,6 +36,7 @@ RANGES = {
     ("executor", "slots"): (0, None), ("executor", "per_device"): (1, None),  # slots 0: one per device
     ("llm", "temperature"): (0, None), ("llm", "max_tokens"): (1, None), ("llm", "max_retries"): (0, None),
     ("llm", "digest_every"): (0, None), ("llm", "max_requests"): (0, None),  # caps: 0 turns one off
+    ("llm", "smoke_turns"): (0, None),
     ("llm", "max_tokens_total"): (0, None), ("llm", "max_cost_usd"): (0, None),
 }
 POSITIVE = {("evaluation", "smoke_timeout_s"), ("evaluation", "score_timeout_s"), ("llm", "timeout_s")}
@@ -118,6 +119,7 @@ class Llm:
     max_retries: int = 3  # on 429, 5xx, timeouts and connection errors, with exponential backoff
     target: str = "self"  # self | other | mixed: whose memory writes a mutation of a genome
     digest_every: int = 5  # generations between rewrites of the population's "what worked" digest
+    smoke_turns: int = 0  # rounds in which the model may run the smoke stage on its patch and read the error first
     max_requests: int = 20
     max_tokens_total: int = 500_000
     max_cost_usd: float = 1.0

@@ -209,10 +209,11 @@ def is_genome(repo: Path, sha: str) -> bool:
 
 def evaluate(repo: Path, rev: str, settings: EvalSettings, corpus: Corpus | None = None,
              slot_env: dict[str, str] | None = None, test: bool = True,
-             cores: tuple[int, ...] | None = None) -> FitnessRecord:
+             cores: tuple[int, ...] | None = None, smoke_only: bool = False) -> FitnessRecord:
     """Evaluate `rev` of `repo`; every genome failure becomes a record, never an exception.
     `test=False` scores val alone: generations score test only on the runs that confirm a survivor.
-    `cores` are the slot's CPU cores (default: the first `threads`; () for no compute box at all)."""
+    `cores` are the slot's CPU cores (default: the first `threads`; () for no compute box at all).
+    `smoke_only` stops after the check and smoke stages: what an LLM may learn of its patch before it is taken."""
     sha = git.resolve(repo, rev)
     if not is_genome(repo, sha):
         raise DarwinError(f"{rev} is not a genome: its tree lacks {' and '.join(GENOME_FILES)} at the root")
@@ -243,7 +244,8 @@ def evaluate(repo: Path, rev: str, settings: EvalSettings, corpus: Corpus | None
     git.worktree_add(repo, wt, sha)
     clock.lap("worktree")
     try:
-        _run_stages(record, settings, corpus, wt, tmp, work, mode, device_name, slot_env or {}, test, cores, clock)
+        _run_stages(record, settings, corpus, wt, tmp, work, mode, device_name, slot_env or {}, test, cores, clock,
+                    smoke_only)
     finally:
         clock.lap("harness")
         git.worktree_remove(repo, wt)
@@ -283,7 +285,7 @@ def _version(pkg: str) -> str:
 
 def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path, tmp: Path, work: Path,
                 mode: str, device_name: str, slot_env: dict[str, str], test: bool, cores: tuple[int, ...],
-                clock: "_Clock") -> None:
+                clock: "_Clock", smoke_only: bool = False) -> None:
     memory = s.memory_mb * 2**20
     threads = {"OMP_NUM_THREADS": str(s.threads), "MKL_NUM_THREADS": str(s.threads)}
     data = work / "data"  # what the genome may know of the corpus: its meta, no text
@@ -345,7 +347,7 @@ def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path
 
     smoke = Meter("requests", SMOKE_BATCHES, s.smoke_timeout_s)
     meter = budget_meter(s)
-    if not stage("smoke", python + ["-c", SMOKE], f"{SMOKE_BATCHES}batches", smoke, s.smoke_timeout_s):
+    if not stage("smoke", python + ["-c", SMOKE], f"{SMOKE_BATCHES}batches", smoke, s.smoke_timeout_s) or smoke_only:
         return
     out = stage("train", python + ["train.py"], s.budget, meter, meter.deadline_s + s.grace(meter.deadline_s))
     if not out:

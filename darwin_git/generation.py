@@ -23,9 +23,9 @@ from . import breeding, brief, fitness, git, memory, novelty, patches, populatio
 from .config import Config, resolved_operator
 from .corpus import prepare
 from .errors import DarwinError
-from .evaluator import remove_stale_runs
+from .evaluator import evaluate, remove_stale_runs
 from .executors import Executor, Job, executor_for
-from .operators import Check, Context, Operator, OperatorError, Proposal
+from .operators import Check, Context, Operator, OperatorError, Proposal, Smoke
 from .population import agent_of
 from .report import check_records, llm_usage
 from .selection import Genome
@@ -232,7 +232,8 @@ class Generation:
                 check, verdicts = self._checker(parents[0])
                 skipped = []
                 for _ in range(NOVELTY_TRIES if self.gate else 1):
-                    shown = self.context(g, slot.slot, names[0], parents[0], author, hist)
+                    shown = self.context(g, slot.slot, names[0], parents[0], author, hist,
+                                         self._smoker(parents[0], check, verdicts))
                     proposal = self.operator.propose(files, shown, rng, check)
                     if proposal is None:
                         raise patches.Rejected("the operator had nothing to propose for this parent")
@@ -276,13 +277,33 @@ class Generation:
                        reasoning)
         return child
 
-    def context(self, g: int, slot: int, name: str, sha: str, author: str, hist: memory.History) -> Context:
+    def context(self, g: int, slot: int, name: str, sha: str, author: str, hist: memory.History,
+                smoke: Smoke | None = None) -> Context:
         """What slot `slot` of generation `g` is shown when `author` changes genome `name`: the author's memory,
         the population's lessons (siblings start at different best changes), the genome's experiment log."""
         self.corpus = self.corpus or prepare(self.cfg.evaluation.data, self.cfg.evaluation.tokenizer)
         target = brief.Target(name, sha, g, self.corpus.genome_meta())
         return replace(memory.context(self.repo, self.cfg, author, hist, start=slot),
-                       brief=brief.text(self.repo, self.cfg, hist, target))
+                       brief=brief.text(self.repo, self.cfg, hist, target), smoke=smoke)
+
+    def _smoker(self, parent: str, check: Check, verdicts: dict[str, str | patches.Rejected]) -> Smoke | None:
+        """The check and smoke stages on a proposed patch, in the same sandbox as any evaluation, for an
+        operator allowed smoke turns: None when it trains, else the stage, status and redacted error."""
+        if not self.cfg.llm.smoke_turns:
+            return None
+
+        def smoke(patch: str) -> str | None:
+            why = check(patch)
+            if why:
+                return why
+            sha = git.commit_tree(self.repo, verdicts[patch], [parent], "darwin-git: smoke test of a proposed change\n")
+            self.corpus = self.corpus or prepare(self.cfg.evaluation.data, self.cfg.evaluation.tokenizer)
+            try:
+                record = evaluate(self.repo, sha, self.cfg.evaluation, self.corpus, test=False, smoke_only=True)
+            except DarwinError:
+                return None  # no sandbox for it here: the evaluation will refuse the child and record why
+            return None if record.status == "ok" else f"{record.status} at the {record.stage} stage: {record.error}"
+        return smoke
 
     def _file_request(self, g: int, slot: population.Slot, author: str, genome: str, base: str, proposal: Proposal) -> dict:
         """File what the operator asked of people; the generation goes on without waiting for an answer."""

@@ -158,6 +158,22 @@ def test_a_patch_that_re_emits_an_unchanged_line_applies(repo):
     assert "\nlearning_rate = 3e-3\n" in git(repo, "show", f"{sha}:train.py") and len(endpoint.requests) == 1
 
 
+def test_smoke_turns_let_the_model_read_its_patch_fail_before_it_is_taken(repo):
+    """With [llm] smoke_turns, a patch that compiles but crashes in training is smoked in the sandbox, the
+    model reads the error and answers again; the child is the fixed change, the rounds are in its note."""
+    crash = [{"path": "train.py", "search": "    step += 1\n", "replace": "    step += 1\n    raise RuntimeError('boom in the loop')\n"}]
+    with Endpoint([reply(crash, "Add a check in the loop"), reply(RAISE_LR)]) as endpoint:
+        made, plan = breed(repo, llm_config(repo, endpoint.url, smoke_turns=2))
+    sha = made[plan.slots[0].child]
+    assert "\nlearning_rate = 3e-3\n" in git(repo, "show", f"{sha}:train.py")
+    assert "boom in the loop" not in git(repo, "show", f"{sha}:train.py")
+    told = endpoint.messages(1)[-1]["content"]
+    assert "check and smoke stages" in told and "crashed at the smoke stage" in told and "boom in the loop" in told
+    usage = json.loads(note(repo, "mutation", sha))["usage"]
+    assert (usage["requests"], usage["smoke_runs"]) == (2, 2) and usage["smoke_s"] > 0  # the fix was smoked too
+    assert len(endpoint.requests) == 2
+
+
 # ---- replies that become recorded failures -------------------------------------------------------------
 
 def test_a_reply_cut_off_mid_json_is_a_recorded_failure_not_a_crash(repo):

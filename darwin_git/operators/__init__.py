@@ -12,6 +12,7 @@ from typing import Callable, Protocol
 
 KINDS = ("data", "script", "restructure", "other")  # what a request may ask for
 Check = Callable[[str], str | None]  # patch -> why it cannot become a commit, or None if it can
+Smoke = Callable[[str], str | None]  # patch -> how its check and smoke stages failed, or None if it trains
 
 
 @dataclass
@@ -61,6 +62,7 @@ class Context:
     tried: list[Outcome] = field(default_factory=list)  # the author's changes and attempts, oldest first
     observed: list[Outcome] = field(default_factory=list)  # every scored change in the population, any author
     asked: list[int] = field(default_factory=list)  # generations in which the author filed a request
+    smoke: Smoke | None = None  # the harness's smoke stage, for an operator that may test a patch before it is taken
 
 
 class OperatorError(Exception):

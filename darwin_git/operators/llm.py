@@ -46,6 +46,10 @@ Reply again with the same JSON object and complete, corrected edits ({form})."""
 REPAIR_FORMS = {"diff": "a unified diff against the files above, its context lines copied exactly",
                 "blocks": "search texts copied exactly from the files above"}
 
+SMOKE_FAILED = """The harness ran your change's check and smoke stages (compile, import, two training steps, a checkpoint) in its sandbox, and they failed:
+{error}
+Reply again with the same JSON object and corrected edits against the files above (not against your previous change)."""
+
 DIGEST_SYSTEM = """You keep the "what worked" digest of an evolutionary search over GPT training scripts (fitness: test bits per byte, lower is better). Rewrite the digest from the evidence and the previous digest: at most 250 words of markdown bullets under the headings Worked, Did not work, Common failures, Worth trying next; give effect sizes in bpb where the evidence has them. Reply with the digest only."""
 
 
@@ -117,6 +121,7 @@ class LlmOperator:
         used = Usage()
         text = self._chat(messages, used, json_mode=True)
         reply, patch, error = self._try(text, files, check)
+        smoked = None
         if error:
             form = REPAIR_FORMS["diff" if reply is not None and reply.patch else "blocks"]
             messages += [{"role": "assistant", "content": text},
@@ -129,10 +134,37 @@ class LlmOperator:
             if repaired is None:
                 raise OperatorError(f"unusable reply after a repair round: {new_error}", text)
             reply, patch = repaired, new_patch  # returned even if `check` still objects: the harness records why
+        elif context.smoke and self.settings.smoke_turns:
+            reply, patch, smoked = self._smoke_rounds(messages, text, reply, patch, files, context, used, check)
         reasoning = reply.reasoning.strip() or "(the model gave no reasoning)"
+        usage = used.as_dict() | ({"smoke_runs": smoked[0], "smoke_s": round(smoked[1], 1)} if smoked else {})
         return Proposal(title=_title(reply, patch), reasoning=reasoning, patch=patch, operator="llm",
-                        model=self.settings.model, usage=used.as_dict(), prompt_digest=digest,
+                        model=self.settings.model, usage=usage, prompt_digest=digest,
                         request=request_draft(reply.request, files))
+
+    def _smoke_rounds(self, messages: list[dict], text: str, reply: Reply, patch: str, files: dict[str, str],
+                      context: Context, used: Usage, check: Check | None) -> tuple[Reply, str, tuple[int, float]]:
+        """Up to `smoke_turns` rounds of: the harness smokes the patch, the model reads the failure and
+        answers again. Fewer, deeper proposals; every round's tokens count against the caps as usual.
+        Returns the last patch that applies (smoked clean, or the last one tried), and (runs, seconds)."""
+        runs, spent = 0, 0.0
+        for _ in range(self.settings.smoke_turns):
+            t0 = time.monotonic()
+            failure = context.smoke(patch)
+            runs, spent = runs + 1, spent + time.monotonic() - t0
+            if failure is None:
+                break
+            messages += [{"role": "assistant", "content": text},
+                         {"role": "user", "content": SMOKE_FAILED.format(error=failure)}]
+            try:
+                text = self._chat(messages, used, json_mode=True)
+            except OperatorError:
+                break  # caps or the endpoint: the change as it stands is what the harness gets
+            again, new_patch, error = self._try(text, files, check)
+            if again is None or error:
+                break
+            reply, patch = again, new_patch
+        return reply, patch, (runs, spent)
 
     def messages(self, files: dict[str, str], context: Context) -> list[dict]:
         """The whole prompt: the contract, the target's code, the author's memory, the population's lessons."""
