@@ -40,7 +40,7 @@ def mutation_note(proposal: Proposal, generation: int, author: str, target: str)
         "reasoning": proposal.reasoning, "title": proposal.title, "usage": proposal.usage,
         "cost_usd": proposal.usage.get("cost_usd", 0.0), "generation": generation,
         "author": author, "target": target, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    } | ({"choice": proposal.choice} if proposal.choice else {})
 
 
 def record_failure(repo: Path, cfg: Config, parent: str, generation: int, slot: int, reason: str,

@@ -111,6 +111,7 @@ class Llm:
     """The LLM mutator: any OpenAI-compatible endpoint. Caps apply per generation; 0 turns one off."""
 
     model: str = ""  # e.g. "gpt-4o-mini"; empty = no LLM
+    models: list = field(default_factory=list)  # models to share proposals among, by observed gain per dollar ([] = model)
     base_url: str = ""  # e.g. http://localhost:8000/v1 for vLLM; empty = OpenAI
     api_key_env: str = "OPENAI_API_KEY"  # the NAME of the env var holding the key; the key is never stored
     temperature: float = 0.7

@@ -274,7 +274,7 @@ class Generation:
         child = breeding.commit_child(self.repo, self.cfg, slot.child, tree, parents, title, reasoning,
                                       trailers, note)
         hist.add_child(child, agent_of(names[0]), trailers["Darwin-Author"] or agent_of(names[0]), g, slot.slot,
-                       reasoning)
+                       reasoning, model, note.get("usage"))
         return child
 
     def context(self, g: int, slot: int, name: str, sha: str, author: str, hist: memory.History,

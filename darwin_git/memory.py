@@ -52,6 +52,9 @@ class Change:
     status: str  # "" when not evaluated yet
     detail: str  # spread over runs, or where and why it failed
     alive: bool
+    model: str = ""  # Darwin-Model: the LLM that wrote it
+    cost_usd: float = 0.0  # what writing it cost (its mutation note)
+    tokens: int = 0
 
     @property
     def delta(self) -> float | None:
@@ -105,10 +108,12 @@ class History:
         return f"{'better' if d < 0 else 'worse'}, beyond noise (±{bar:.4f})"
 
     def add_child(self, child: breeding.Child, agent: str, author: str, generation: int, slot: int,
-                  reasoning: str) -> None:
-        parent = child.parents[0]
+                  reasoning: str, model: str = "", usage: dict | None = None) -> None:
+        parent, usage = child.parents[0], usage or {}
         self.changes.append(Change(child.sha, child.name, agent, author, generation, slot, child.operator,
-                                   child.title, reasoning, parent, self.fitness.get(parent), None, "", "", True))
+                                   child.title, reasoning, parent, self.fitness.get(parent), None, "", "", True,
+                                   model, _number(usage.get("cost_usd")),
+                                   int(_number(usage.get("prompt_tokens")) + _number(usage.get("completion_tokens")))))
 
 
 def history(repo: Path, cfg: Config) -> History:
@@ -150,7 +155,10 @@ def history(repo: Path, cfg: Config) -> History:
             slot=_int(t.get("Darwin-Slot")), operator=t.get("Darwin-Operator", ""), title=ci.subject,
             reasoning=notes.get(sha, {}).get("reasoning") or ci.body.split("\n\nDarwin-")[0],
             parent=ci.parents[0] if ci.parents else "", before=score(ci.parents[0]) if ci.parents else None,
-            after=doc.fitness, status=doc.status, detail=_detail(doc), alive=sha in live_shas))
+            after=doc.fitness, status=doc.status, detail=_detail(doc), alive=sha in live_shas,
+            model=t.get("Darwin-Model", ""), cost_usd=_number(notes.get(sha, {}).get("cost_usd")),
+            tokens=int(sum(_number((notes.get(sha, {}).get("usage") or {}).get(k))
+                           for k in ("prompt_tokens", "completion_tokens")))))
     changes.sort(key=lambda c: (c.generation, c.slot))
 
     slots = {(g, s.slot): s for g, step in population.generations(repo).items() if step.plan for s in step.plan.slots}
@@ -164,6 +172,10 @@ def history(repo: Path, cfg: Config) -> History:
     fit = {sha: doc.fitness for sha, doc in docs.items() if doc.fitness is not None}
     spread = {sha: (doc.spread, doc.n) for sha, doc in docs.items() if doc.fitness is not None}
     return History(changes, attempts, baseline, review.load(repo), fit, spread)
+
+
+def _number(value) -> float:
+    return float(value) if isinstance(value, (int, float)) else 0.0
 
 
 def _int(value: str | None) -> int:
@@ -451,7 +463,8 @@ def context(repo: Path, cfg: Config, author: str, hist: History,
              for c in hist.changes if c.author == author]
     tried += [Outcome(a.generation, a.title, None, True) for a in hist.attempts if a.author == author]
     tried.sort(key=lambda o: o.generation)
-    observed = [Outcome(c.generation, c.title, c.delta, False, c.operator) for c in hist.changes if c.delta is not None]
+    observed = [Outcome(c.generation, c.title, c.delta, c.status not in ("", "ok"), c.operator, c.model, c.cost_usd,
+                        c.tokens) for c in hist.changes]
     return Context(memory=agent_memory(repo, cfg, author, budget_tokens, hist),
                    inspiration=[population_digest(repo, cfg), *inspiration(repo, cfg, hist=hist, start=start)],
                    tried=tried, observed=observed, asked=[d.generation for d in hist.requests if d.agent == author])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import random
 import os
 import time
 from dataclasses import replace
@@ -376,3 +377,30 @@ def test_one_real_generation_against_the_configured_model(repo):
         assert meta["usage"]["prompt_tokens"] > 0 and meta["model"] == cfg.llm.model
     else:
         assert summary.failures and summary.failures[0].operator == "llm"
+
+
+def test_several_models_share_proposals_by_gain_per_dollar(repo):
+    """[llm] models: each model once, then the one whose changes gained most per dollar; the choice, its
+    reason and the per-model figures are in the mutation note, the model in the Darwin-Model trailer."""
+    from darwin_git.operators import Outcome
+    from darwin_git.operators.llm import choose_model
+
+    models = ["cheap-model", "dear-model"]
+    assert choose_model(models, [], random.Random(0))[0] == "cheap-model"
+    seen = [Outcome(1, "a", -0.05, False, "llm", "cheap-model", 0.01, 1000),
+            Outcome(1, "b", -0.10, False, "llm", "dear-model", 0.50, 1000),
+            Outcome(1, "c", None, True, "llm", "dear-model", 0.50, 1000)]
+    picks = [choose_model(models, seen, random.Random(s)) for s in range(50)]
+    assert sum(m == "cheap-model" for m, _ in picks) >= 35  # 5 bpb per $ against 0.1; some draws explore
+    model, why = next(p for p in picks if p[0] == "cheap-model" and "most" in p[1]["why"])
+    assert why["why"] == "most val bpb gained per dollar" and why["stats"]["dear-model"]["proposals"] == 2
+    cfg = llm_config(repo, "", offspring=2, models=models)
+    with Endpoint([reply(RAISE_LR), reply(HALVE_WARMUP, "Halve the warmup")]) as endpoint:
+        cfg.llm = replace(cfg.llm, base_url=endpoint.url)
+        made, plan = breed(repo, cfg)
+    assert [r["body"]["model"] for r in endpoint.requests] == models  # neither tried yet: each gets a turn
+    for slot, model in zip(plan.slots, models):
+        sha = made[slot.child]
+        meta = json.loads(note(repo, "mutation", sha))
+        assert trailer(repo, sha, "Darwin-Model") == meta["model"] == model
+        assert meta["choice"]["why"] == "not tried yet" and set(meta["choice"]["stats"]) == set(models)

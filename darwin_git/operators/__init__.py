@@ -39,6 +39,7 @@ class Proposal:
     usage: dict = field(default_factory=dict)  # prompt/completion tokens and cost, for LLMs
     prompt_digest: str = ""  # sha256 of the prompt, so the exact input can be matched later
     request: RequestDraft | None = None  # filed for review alongside the change, which is committed as usual
+    choice: dict = field(default_factory=dict)  # how the operator chose among its options (an LLM's model), kept in the note
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,9 @@ class Outcome:
     delta: float | None  # child minus parent val bpb; None when it failed or is not scored yet
     failed: bool  # crashed, timed out or never became a commit
     operator: str = ""  # what wrote it: "offline:rmsnorm", "llm", "crossover"
+    model: str = ""  # the LLM that wrote it
+    cost_usd: float = 0.0  # what writing it cost
+    tokens: int = 0  # prompt and completion tokens spent on it
 
 
 @dataclass
@@ -60,7 +64,7 @@ class Context:
     brief: str = ""  # the experiment log of the genome being changed (brief.py), as text
     inspiration: list[str] = field(default_factory=list)  # the digest, then the population's best changes
     tried: list[Outcome] = field(default_factory=list)  # the author's changes and attempts, oldest first
-    observed: list[Outcome] = field(default_factory=list)  # every scored change in the population, any author
+    observed: list[Outcome] = field(default_factory=list)  # every change in the population, any author (delta None: not scored)
     asked: list[int] = field(default_factory=list)  # generations in which the author filed a request
     smoke: Smoke | None = None  # the harness's smoke stage, for an operator that may test a patch before it is taken
 

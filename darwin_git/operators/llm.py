@@ -21,7 +21,7 @@ from . import llm_tokens
 from ..assets import contract
 from ..config import Config, Llm
 from ..errors import DarwinError
-from . import KINDS, Check, Context, OperatorError, Proposal, RequestDraft
+from . import KINDS, Check, Context, OperatorError, Outcome, Proposal, RequestDraft
 from .offline import unified_diff
 
 RETRYABLE = (openai.RateLimitError, openai.InternalServerError, openai.APIConnectionError)  # timeouts included
@@ -51,6 +51,40 @@ SMOKE_FAILED = """The harness ran your change's check and smoke stages (compile,
 Reply again with the same JSON object and corrected edits against the files above (not against your previous change)."""
 
 DIGEST_SYSTEM = """You keep the "what worked" digest of an evolutionary search over GPT training scripts (fitness: test bits per byte, lower is better). Rewrite the digest from the evidence and the previous digest: at most 250 words of markdown bullets under the headings Worked, Did not work, Common failures, Worth trying next; give effect sizes in bpb where the evidence has them. Reply with the digest only."""
+
+
+EXPLORE = 0.2  # with several models: share of proposals sent to a model drawn at random
+
+
+def choose_model(models: list[str], observed: list[Outcome], rng: random.Random) -> tuple[str, dict]:
+    """The model for the next proposal, and why: each model once, then mostly the one whose changes have
+    gained the most val bpb per dollar here (per million tokens when the prices are not set), sometimes
+    one at random so a model that started unlucky gets another look. Failed and not yet scored changes
+    count as no gain."""
+    stats = {m: {"proposals": 0, "gain_bpb": 0.0, "cost_usd": 0.0, "tokens": 0} for m in models}
+    for o in observed:
+        if o.model in stats:
+            st = stats[o.model]
+            st["proposals"] += 1
+            st["gain_bpb"] += max(0.0, -(o.delta or 0.0))
+            st["cost_usd"] += o.cost_usd
+            st["tokens"] += o.tokens
+    untried = [m for m in models if not stats[m]["proposals"]]
+    priced = all(stats[m]["cost_usd"] > 0 for m in models)
+
+    def rate(m: str) -> float:
+        spent = stats[m]["cost_usd"] if priced else max(stats[m]["tokens"], 1) / 1e6
+        return stats[m]["gain_bpb"] / spent
+
+    if untried:
+        model, why = untried[0], "not tried yet"
+    elif rng.random() < EXPLORE:
+        model, why = rng.choice(models), "drawn at random (exploration)"
+    else:
+        model, why = max(models, key=rate), f"most val bpb gained per {'dollar' if priced else 'million tokens'}"
+    return model, {"model": model, "why": why, "stats": {m: {**st, "gain_bpb": round(st["gain_bpb"], 6),
+                                                              "cost_usd": round(st["cost_usd"], 6)}
+                                                          for m, st in stats.items()}}
 
 
 class ReplyError(ValueError):
@@ -95,7 +129,8 @@ class LlmOperator:
                                     device=device or "see DARWIN_DEVICE")
         self.client = openai.OpenAI(base_url=settings.base_url or None, api_key=api_key or "unused",
                                     timeout=settings.timeout_s, max_retries=0)
-        self.price = _price(settings)
+        self.model = settings.model  # digests and doctor use it; with [llm] models each proposal picks its own
+        self.price = _price(settings, self.model)
         self.spent = Usage()
         self.json_mode = True  # cleared for good once the server refuses response_format
         self.jitter = random.Random()
@@ -116,6 +151,10 @@ class LlmOperator:
     # ---- the operator protocol -----------------------------------------------------------------------
     def propose(self, files: dict[str, str], context: Context, rng: random.Random,
                 check: Check | None = None) -> Proposal:
+        choice = {}
+        if self.settings.models:
+            self.model, choice = choose_model(self.settings.models, context.observed, rng)
+            self.price = _price(self.settings, self.model)
         messages = self.messages(files, context)
         digest = hashlib.sha256(json.dumps(messages, sort_keys=True).encode()).hexdigest()
         used = Usage()
@@ -139,8 +178,8 @@ class LlmOperator:
         reasoning = reply.reasoning.strip() or "(the model gave no reasoning)"
         usage = used.as_dict() | ({"smoke_runs": smoked[0], "smoke_s": round(smoked[1], 1)} if smoked else {})
         return Proposal(title=_title(reply, patch), reasoning=reasoning, patch=patch, operator="llm",
-                        model=self.settings.model, usage=usage, prompt_digest=digest,
-                        request=request_draft(reply.request, files))
+                        model=self.model, usage=usage, prompt_digest=digest,
+                        request=request_draft(reply.request, files), choice=choice)
 
     def _smoke_rounds(self, messages: list[dict], text: str, reply: Reply, patch: str, files: dict[str, str],
                       context: Context, used: Usage, check: Check | None) -> tuple[Reply, str, tuple[int, float]]:
@@ -223,7 +262,7 @@ class LlmOperator:
         retries = 0
         while True:
             self._admit(messages, max_tokens)
-            kwargs = {"model": s.model, "messages": messages, "temperature": s.temperature, "max_tokens": max_tokens}
+            kwargs = {"model": self.model, "messages": messages, "temperature": s.temperature, "max_tokens": max_tokens}
             if json_mode and self.json_mode:
                 kwargs["response_format"] = {"type": "json_object"}
             self.spent.requests += 1
@@ -285,9 +324,9 @@ class LlmOperator:
         return min(self.backoff_s * 2 ** retries * self.jitter.uniform(0.5, 1.5), BACKOFF_CAP_S)
 
 
-def _price(s: Llm) -> tuple[float, float]:
+def _price(s: Llm, model: str) -> tuple[float, float]:
     """USD per 1M (input, output) tokens: the longest [llm.prices] key the model name starts with."""
-    keys = sorted((k for k in s.prices if s.model.startswith(k)), key=len, reverse=True)
+    keys = sorted((k for k in s.prices if model.startswith(k)), key=len, reverse=True)
     return tuple(s.prices[keys[0]]) if keys else (0.0, 0.0)
 
 
