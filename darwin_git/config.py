@@ -101,7 +101,7 @@ class Evolution:
     operator: str = "auto"  # auto | offline | llm; auto = llm when [llm] model and its key (or base_url) are set
     pause_on_requests: bool = False  # evolve stops between generations while requests wait for review
     strategy: str = "evolution"  # evolution (mu + lambda) | greedy (1 + 1) | random (best-of-N) | climb: darwin_git/strategies/
-    patience: int = 2  # climb: steps of children the best may have without being displaced before the search widens
+    patience: int = 2  # climb: children the best may have without being displaced before the search widens
     novelty: bool = False  # refuse, before training, a change already in the lineage, a revert, or a repeat of a lost one
     learn: bool = False  # offline operator: half the proposals repeat the recipes and knob directions that worked here
 

@@ -59,8 +59,8 @@ def test_each_strategy_runs_two_steps_and_leaves_well_formed_records(baseline_re
         if strategy == "greedy":  # one child of the current best; one survivor
             assert len(plan.slots) == 1 and [p.sha for p in plan.slots[0].parents] == [best_before]
             assert len(summary.survivors) == 1
-        elif strategy == "climb":  # the best has had fewer than patience x offspring children: all exploit it
-            assert [[p.sha for p in s.parents] for s in plan.slots] == [[best_before]] * cfg.evolution.offspring
+        elif strategy == "climb":  # the best has had fewer than `patience` children: one child of it
+            assert [[p.sha for p in s.parents] for s in plan.slots] == [[best_before]]
         elif strategy == "random":  # every child is a change of the baseline itself
             assert len(plan.slots) == cfg.evolution.offspring
             assert all([p.sha for p in s.parents] == [root.sha] for s in plan.slots)
@@ -80,11 +80,11 @@ def test_climb_exploits_the_best_until_it_stalls_then_widens():
     climb, root = strategy_for("climb"), genome("r", 2.5, 0.0)
     best, second, third = genome("a", 2.0, 0.01), genome("b", 2.1, 0.01), genome("c", 2.2, 0.01)
     pool = [third, best, second]
-    assert climb.parents(pool, root, {best.sha: 7}, evo, random.Random(0)) == [[best]] * 4  # 7 < 2 x 4
-    wide = climb.parents(pool, root, {best.sha: 8}, evo, random.Random(0))
+    assert climb.parents(pool, root, {best.sha: 1}, evo, random.Random(0)) == [[best]]  # 1 < patience: deep
+    wide = climb.parents(pool, root, {best.sha: 2}, evo, random.Random(0))
     assert len(wide) == 4 and wide[0][0] == best and wide[0][1] in (second, third)  # crossover with another lineage
     assert all(s == [second] or s == [third] for s in wide[1:])  # the stepping stones, not the stalled best
-    alone = climb.parents([best], root, {best.sha: 8}, evo, random.Random(0))
+    alone = climb.parents([best], root, {best.sha: 2}, evo, random.Random(0))
     assert alone == [[best], [root], [root], [root]]  # a lone stalled best: restarts from the baseline
 
 

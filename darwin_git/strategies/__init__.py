@@ -6,8 +6,8 @@ generation.py does the writing; a strategy only decides, over `Genome` values:
   greedy     (1 + 1): one child of the current best per step; it replaces its parent only when it
              wins beyond the measured noise (autoresearch's keep-or-revert loop)
   random     best-of-N: every child is a single change of the baseline; the best `population` survive
-  climb      every child a change of the best until it stalls for `patience` steps, then wider:
-             crossover with another lineage and changes of the other survivors
+  climb      one child of the best per step while that pays; after `patience` children without a
+             gain, a wide step: crossover with another lineage and changes of the other survivors
 The simple two are the baselines the default must beat at equal evaluations
 (benchmarks/search_compare.py measures it).
 """
