@@ -67,7 +67,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="CPU threads per genome (fixed across layouts)")
     ap.add_argument("--budget", default="20800tokens")
     ap.add_argument("--gpu-budget", default="208000tokens")
-    ap.add_argument("--per-device", default="1,2,4", help="K values for the K-per-GPU rows")
+    ap.add_argument("--per-device", default="1,2,4,8", help="K values for the K-per-GPU rows")
     ap.add_argument("--data", default="shakespeare", help="corpus: shakespeare or a UTF-8 text file")
     args = ap.parse_args()
 
