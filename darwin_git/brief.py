@@ -83,6 +83,12 @@ def _step(hist: History, c: Change) -> str:
     return f"- g{c.generation} [{c.operator}] \"{c.title}\": {_bpb(c.before)} -> {_bpb(c.after)}{d}"
 
 
+def _apart(hist: History, sha: str, mine: set[str]) -> str:
+    """What another genome's line has that this one's lacks, by change title."""
+    extra = [f'"{c.title}"' for c in lineage(hist, sha) if c.title not in mine]
+    return f"its line differs by: {', '.join(extra)}" if extra else "an ancestor of this genome: nothing its line lacks"
+
+
 def _failures(hist: History, docs: dict[str, fitness.FitnessDoc], limit: int) -> tuple[list[str], list[str]]:
     """(recent failures of ideas, with the failed run's stderr tail; recent failures of the machinery)."""
     ideas, machinery = [], []
@@ -134,9 +140,7 @@ def text(repo: Path, cfg: Config, hist: History, target: Target, limit: int = BR
                  + ("\n".join(_step(hist, c) for c in shown) or "(it is the template itself)"),
                  noise_line,
                  "# The best other living genomes\n" + ("\n".join(
-                     f"- {n}: {_score(docs[living[n]])}; its line differs by: "
-                     + (", ".join(f'"{c.title}"' for c in lineage(hist, living[n]) if c.title not in mine) or "nothing")
-                     for n in best) or "(none yet)"),
+                     f"- {n}: {_score(docs[living[n]])}; {_apart(hist, living[n], mine)}" for n in best) or "(none yet)"),
                  "# Recent failed changes across the population (the idea or its code failed)\n"
                  + ("\n".join(ideas) or "(none)")]
         if machinery:
