@@ -11,6 +11,8 @@ machine: parallel work halves every figure.
     python benchmarks/search_compare.py                       # 24 evaluations, 3 seeds, 20800 tokens
     python benchmarks/search_compare.py --evaluations 12 --seeds 2 --budget 160000tokens
     python benchmarks/search_compare.py --strategies greedy,random,climb,climb+learn+novelty
+    python benchmarks/search_compare.py --seeds 1 --first-seed 1338 --out s1338.json   # seeds run apart ...
+    python benchmarks/search_compare.py --tables s1337.json s1338.json s1339.json     # ... one table
 """
 from __future__ import annotations
 
@@ -103,6 +105,9 @@ def main() -> None:
                          "offline operator's recipe bandit")
     ap.add_argument("--evaluations", type=int, default=24, help="children bred per strategy and seed")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--first-seed", type=int, default=1337, help="seeds run are first-seed, first-seed + 1, ...")
+    ap.add_argument("--tables", type=Path, nargs="+", help="print one table from earlier --out files (seeds run "
+                                                           "apart, e.g. one process or machine each) and stop")
     ap.add_argument("--budget", default="20800tokens")
     ap.add_argument("--population", type=int, default=4, help="evolution and random (greedy is 1 + 1)")
     ap.add_argument("--offspring", type=int, default=4, help="evolution and random (greedy: 1)")
@@ -111,18 +116,29 @@ def main() -> None:
     ap.add_argument("--data", help="corpus file (default: the Shakespeare corpus)")
     ap.add_argument("--out", type=Path, help="write the outcomes and the table as JSON here")
     args = ap.parse_args()
+    if args.tables:
+        runs = [json.loads(path.read_text()) for path in args.tables]
+        outcomes = [Outcome(**o) for doc in runs for o in doc["outcomes"]]
+        strategies = list(dict.fromkeys(o.strategy for o in outcomes))
+        return report(outcomes, strategies, runs[0]["args"], None, sum(float(d["wall_s"]) for d in runs), args.out)
     strategies = args.strategies.split(",")
     console = Console(highlight=False, quiet=True)
     root = Path(tempfile.mkdtemp(prefix="darwin-search-"))
     t0, outcomes = time.time(), []
-    for seed in range(1, args.seeds + 1):
-        base = baseline(root, 1336 + seed, args, console)
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
+        base = baseline(root, seed, args, console)
         for strategy in strategies:
-            outcomes.append(run_strategy(base, strategy, 1336 + seed, args, console))
+            outcomes.append(run_strategy(base, strategy, seed, args, console))
             o = outcomes[-1]
             print(f"seed {o.seed} {o.strategy:<20} val gain {o.val_gain:+.4f} test gain "
                   f"{o.test_gain if o.test_gain is None else f'{o.test_gain:+.4f}'} runs {o.train_runs} "
                   f"({time.time() - t0:.0f}s)", flush=True)
+    report(outcomes, strategies, {k: str(v) for k, v in vars(args).items()}, root, time.time() - t0, args.out)
+
+
+def report(outcomes: list[Outcome], strategies: list[str], args: dict, root: Path | None, wall_s: float,
+           out: Path | None) -> None:
+    """The table: mean ± SE over seeds per strategy; the same as JSON to `out`."""
     table = []
     for strategy in strategies:
         mine = [o for o in outcomes if o.strategy == strategy]
@@ -133,17 +149,19 @@ def main() -> None:
                       "train_runs": statistics.fmean(o.train_runs for o in mine),
                       "failures": statistics.fmean(o.failures for o in mine),
                       "wall_s": statistics.fmean(o.wall_s for o in mine)})
-    print(f"\n{args.evaluations} children per strategy, {args.seeds} seeds, budget {args.budget}, "
-          f"{args.slots or 'all'} slot(s); gain = best - generation 0 (bpb, lower is better); repos in {root}")
+    seeds = sorted({o.seed for o in outcomes})
+    print(f"\n{args['evaluations']} children per strategy, seeds {', '.join(map(str, seeds))}, budget {args['budget']}, "
+          f"{args['slots'] if args['slots'] != '0' else 'all'} slot(s); gain = best - generation 0 (bpb, lower is better)"
+          + (f"; repos in {root}" if root else ""))
     print(f"{'strategy':<20} {'val gain':>18} {'test gain':>18} {'children':>8} {'runs':>6} {'failed':>6} {'wall':>7}")
     for r in table:
         print(f"{r['strategy']:<20} {r['val_gain']:>+9.4f} ± {r['val_se']:<6.4f} {r['test_gain']:>+9.4f} ± "
               f"{r['test_se']:<6.4f} {r['children']:>8.1f} {r['train_runs']:>6.1f} {r['failures']:>6.1f} "
               f"{r['wall_s']:>6.0f}s")
-    print(f"total wall time {time.time() - t0:.0f}s")
-    if args.out:
-        args.out.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "table": table,
-                                        "outcomes": [o.__dict__ for o in outcomes]}, indent=1))
+    print(f"total wall time {wall_s:.0f}s")
+    if out:
+        out.write_text(json.dumps({"args": args, "table": table, "wall_s": round(wall_s, 1),
+                                   "outcomes": [o.__dict__ for o in outcomes]}, indent=1))
 
 
 if __name__ == "__main__":
