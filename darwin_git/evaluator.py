@@ -313,7 +313,9 @@ def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path
             outcome = sandbox.run(argv, wt, env, timeout, memory, jail, work / f"{name}-log",
                                   pass_fds=channel.child_fds if channel else (),
                                   started=channel.start if channel else None,
-                                  overdue=(lambda: channel.overdue(s.grace(meter.deadline_s))) if channel else None,
+                                  # only training is held to the grace after its data ends: a smoke's steps
+                                  # are never scored, so a loaded machine must not turn its slow exit into a verdict
+                                  overdue=(lambda: channel.overdue(s.grace(meter.deadline_s))) if name == "train" else None,
                                   box=box)
         finally:
             if channel:
@@ -323,7 +325,7 @@ def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path
             raise WorkerLost(f"the {name} stage of {record.commit[:10]} was killed from outside "
                              f"(exit {outcome.returncode}); evaluate it again")
         late = (f"still running {s.grace(meter.deadline_s):g}s after the data channel stopped serving at its "
-                f"{meter.deadline_s:g}s deadline; killed") if meter else ""
+                f"{meter.deadline_s:g}s deadline; killed") if name == "train" else ""
         failed = _failure(outcome, timeout, s.memory_mb, late)
         if failed and outcome.returncode == CHECK_FAILED and name == "smoke":
             record.stage = "check"
