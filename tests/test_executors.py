@@ -25,7 +25,7 @@ from .conftest import GENOME, _test_env, git, tiny_settings
 
 # Fields that may differ between backends: timings, the machine and how its cores were held (Ray holds none),
 # and the genome's own timing report.
-TIMING = {"eval_s", "wall_s", "tokens_per_s", "mfu", "peak_mem", "time", "device", "env", "data_stopped_s", "overrun_s",
+TIMING = {"eval_s", "stage_s", "wall_s", "tokens_per_s", "mfu", "peak_mem", "time", "device", "env", "data_stopped_s", "overrun_s",
           "cpu_s", "cores", "compute", "train_s"}
 # On top of the template: three more genomes, then a fifth commit whose evaluations are all killed.
 EDITS = [("learning_rate = 2e-3", "learning_rate = 3e-3"), ("n_head = 4", "n_head = 2"),
