@@ -14,7 +14,7 @@ from pathlib import Path
 
 from . import fitness, population
 from .config import Config
-from .memory import Change, History, infrastructure
+from .memory import Change, History, bpb, infrastructure
 from .operators import llm_tokens
 
 BRIEF_TOKENS = 1500  # the most the experiment log may take of a prompt
@@ -30,10 +30,6 @@ class Target:
     sha: str
     generation: int  # the generation the child will belong to
     meta: dict  # corpus.genome_meta(): what a genome may know of its data
-
-
-def _bpb(x: float | None) -> str:
-    return "?" if x is None else f"{x:.4f}"
 
 
 def _score(doc: fitness.FitnessDoc) -> str:
@@ -80,7 +76,7 @@ def lineage(hist: History, sha: str) -> list[Change]:
 
 def _step(hist: History, c: Change) -> str:
     d = "" if c.delta is None else f" {c.delta:+.4f}, {hist.verdict(c)}"
-    return f"- g{c.generation} [{c.operator}] \"{c.title}\": {_bpb(c.before)} -> {_bpb(c.after)}{d}"
+    return f"- g{c.generation} [{c.operator}] \"{c.title}\": {bpb(c.before)} -> {bpb(c.after)}{d}"
 
 
 def _apart(hist: History, sha: str, mine: set[str]) -> str:
@@ -112,7 +108,7 @@ def _recent(rows: list[tuple[int, str]], limit: int) -> list[str]:
 
 def text(repo: Path, cfg: Config, hist: History, target: Target, limit: int = BRIEF_TOKENS) -> str:
     """The log for a change of `target`, cut to about `limit` tokens."""
-    docs = fitness.all_fitness(repo, cfg.notes.fitness)
+    docs = hist.docs
     doc = docs.get(target.sha, fitness.UNEVALUATED)
     steps = lineage(hist, target.sha)
     living = population.living(repo)
@@ -135,7 +131,7 @@ def text(repo: Path, cfg: Config, hist: History, target: Target, limit: int = BR
         ideas, machinery = _failures(hist, docs, n_fail)
         shown = steps[-n_steps:] if n_steps else []
         parts = [f"# The genome to change: {target.name} ({target.sha[:10]})\n{_score(doc)}. {_metrics(doc)}".rstrip(),
-                 f"# Its lineage from the template ({_bpb(hist.baseline)} bpb), oldest first\n"
+                 f"# Its lineage from the template ({bpb(hist.baseline)} bpb), oldest first\n"
                  + (f"({len(steps) - len(shown)} earlier steps left out)\n" if len(shown) < len(steps) else "")
                  + ("\n".join(_step(hist, c) for c in shown) or "(it is the template itself)"),
                  noise_line,

@@ -21,7 +21,7 @@ from rich.markup import escape
 
 from . import breeding, brief, fitness, git, memory, novelty, patches, population, review, selection
 from .config import Config, resolved_operator
-from .corpus import prepare
+from .corpus import Corpus, prepare
 from .errors import DarwinError
 from .evaluator import evaluate, remove_stale_runs
 from .executors import Executor, Job, executor_for
@@ -281,8 +281,7 @@ class Generation:
                 smoke: Smoke | None = None) -> Context:
         """What slot `slot` of generation `g` is shown when `author` changes genome `name`: the author's memory,
         the population's lessons (siblings start at different best changes), the genome's experiment log."""
-        self.corpus = self.corpus or prepare(self.cfg.evaluation.data, self.cfg.evaluation.tokenizer)
-        target = brief.Target(name, sha, g, self.corpus.genome_meta())
+        target = brief.Target(name, sha, g, self._corpus().genome_meta())
         return replace(memory.context(self.repo, self.cfg, author, hist, start=slot),
                        brief=brief.text(self.repo, self.cfg, hist, target), smoke=smoke)
 
@@ -297,13 +296,17 @@ class Generation:
             if why:
                 return why
             sha = git.commit_tree(self.repo, verdicts[patch], [parent], "darwin-git: smoke test of a proposed change\n")
-            self.corpus = self.corpus or prepare(self.cfg.evaluation.data, self.cfg.evaluation.tokenizer)
             try:
-                record = evaluate(self.repo, sha, self.cfg.evaluation, self.corpus, test=False, smoke_only=True)
+                record = evaluate(self.repo, sha, self.cfg.evaluation, self._corpus(), test=False, smoke_only=True)
             except DarwinError:
                 return None  # no sandbox for it here: the evaluation will refuse the child and record why
             return None if record.status == "ok" else f"{record.status} at the {record.stage} stage: {record.error}"
         return smoke
+
+    def _corpus(self) -> Corpus:
+        """The corpus, prepared once per generation (cached on disk after the first fetch)."""
+        self.corpus = self.corpus or prepare(self.cfg.evaluation.data, self.cfg.evaluation.tokenizer)
+        return self.corpus
 
     def _file_request(self, g: int, slot: population.Slot, author: str, genome: str, base: str, proposal: Proposal) -> dict:
         """File what the operator asked of people; the generation goes on without waiting for an answer."""
@@ -318,11 +321,10 @@ class Generation:
         """Evaluate jobs on the executor's slots, writing each note as soon as it exists."""
         if not jobs:
             return
-        self.corpus = self.corpus or prepare(self.cfg.evaluation.data, self.cfg.evaluation.tokenizer)
         before = genomes(self.repo, self.cfg, plan.population if plan else {})
         parent_fit = {g.sha: g.fitness for g in before.values()}
         self.executor = self.executor or executor_for(self.cfg.executor, self.cfg.evaluation)
-        runs = self.executor.run(self.repo, jobs, self.cfg.evaluation, self.corpus, self.console)
+        runs = self.executor.run(self.repo, jobs, self.cfg.evaluation, self._corpus(), self.console)
         for job, record in runs:  # each note is written here, by the driver alone, as its run ends
             fitness.add_run(self.repo, record, self.cfg.notes.fitness)
             parent = plan.parents.get(job.name) if plan else None

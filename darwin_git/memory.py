@@ -8,7 +8,6 @@ repo, and `darwin-git memory <agent>` prints exactly what a model was shown.
 from __future__ import annotations
 
 import json
-import math
 import re
 import statistics
 from collections import Counter
@@ -17,7 +16,7 @@ from itertools import zip_longest
 from pathlib import Path
 from typing import Callable
 
-from . import breeding, fitness, git, population, review
+from . import breeding, fitness, git, population, review, selection
 from .config import Config
 from .operators import Context, OperatorError, Outcome, llm_tokens
 from .population import ARCHIVE, LIVE, agent_of
@@ -84,11 +83,11 @@ class History:
     baseline: float | None  # the template's fitness
     requests: list[review.Request]  # every request filed for review (review.py), oldest first
     fitness: dict[str, float]  # sha -> fitness of every scored darwin commit
-    spread: dict[str, tuple[float, int]] = field(default_factory=dict)  # sha -> (seed spread, runs)
+    docs: dict[str, fitness.FitnessDoc] = field(default_factory=dict)  # every fitness note, as read once
 
     def noise(self) -> float | None:
         """The typical seed spread of val bpb here: the median over genomes with two runs or more."""
-        spreads = sorted(s for s, n in self.spread.values() if n > 1)
+        spreads = sorted(d.spread for d in self.docs.values() if d.fitness is not None and d.n > 1)
         return statistics.median(spreads) if spreads else None
 
     def verdict(self, c: "Change") -> str:
@@ -98,22 +97,21 @@ class History:
         if d is None:
             return ""
         typical = self.noise()
-        spreads = [self.spread.get(sha, (0.0, 1)) for sha in (c.sha, c.parent)]
-        measured = [s if n > 1 else typical for s, n in spreads]
+        docs = [self.docs.get(sha, fitness.UNEVALUATED) for sha in (c.sha, c.parent)]
+        measured = [d.spread if d.n > 1 else typical for d in docs]
         if any(s is None for s in measured):
             return "noise not measured yet"
-        bar = 2 * math.sqrt(sum(s * s for s in measured))
+        bar = selection.noise_bar(*measured)
         if abs(d) <= bar:
             return f"within noise (±{bar:.4f})"
         return f"{'better' if d < 0 else 'worse'}, beyond noise (±{bar:.4f})"
 
     def add_child(self, child: breeding.Child, agent: str, author: str, generation: int, slot: int,
                   reasoning: str, model: str = "", usage: dict | None = None) -> None:
-        parent, usage = child.parents[0], usage or {}
+        parent = child.parents[0]
         self.changes.append(Change(child.sha, child.name, agent, author, generation, slot, child.operator,
                                    child.title, reasoning, parent, self.fitness.get(parent), None, "", "", True,
-                                   model, _number(usage.get("cost_usd")),
-                                   int(_number(usage.get("prompt_tokens")) + _number(usage.get("completion_tokens")))))
+                                   model, *_spend(usage)))
 
 
 def history(repo: Path, cfg: Config) -> History:
@@ -156,9 +154,8 @@ def history(repo: Path, cfg: Config) -> History:
             reasoning=notes.get(sha, {}).get("reasoning") or ci.body.split("\n\nDarwin-")[0],
             parent=ci.parents[0] if ci.parents else "", before=score(ci.parents[0]) if ci.parents else None,
             after=doc.fitness, status=doc.status, detail=_detail(doc), alive=sha in live_shas,
-            model=t.get("Darwin-Model", ""), cost_usd=_number(notes.get(sha, {}).get("cost_usd")),
-            tokens=int(sum(_number((notes.get(sha, {}).get("usage") or {}).get(k))
-                           for k in ("prompt_tokens", "completion_tokens")))))
+            model=t.get("Darwin-Model", ""), cost_usd=_spend(notes.get(sha, {}).get("usage"))[0],
+            tokens=_spend(notes.get(sha, {}).get("usage"))[1]))
     changes.sort(key=lambda c: (c.generation, c.slot))
 
     slots = {(g, s.slot): s for g, step in population.generations(repo).items() if step.plan for s in step.plan.slots}
@@ -170,12 +167,16 @@ def history(repo: Path, cfg: Config) -> History:
         attempts.append(Attempt(f.generation, f.slot, parent_name, author, f.operator, f.title, f.reason))
     attempts.sort(key=lambda a: (a.generation, a.slot))
     fit = {sha: doc.fitness for sha, doc in docs.items() if doc.fitness is not None}
-    spread = {sha: (doc.spread, doc.n) for sha, doc in docs.items() if doc.fitness is not None}
-    return History(changes, attempts, baseline, review.load(repo), fit, spread)
+    return History(changes, attempts, baseline, review.load(repo), fit, docs)
 
 
-def _number(value) -> float:
-    return float(value) if isinstance(value, (int, float)) else 0.0
+def _spend(usage: dict | None) -> tuple[float, int]:
+    """(cost in USD, prompt + completion tokens) of a proposal's recorded usage; 0 for what is missing."""
+    usage = usage if isinstance(usage, dict) else {}
+
+    def number(key: str) -> float:
+        return float(usage[key]) if isinstance(usage.get(key), (int, float)) else 0.0
+    return number("cost_usd"), int(number("prompt_tokens") + number("completion_tokens"))
 
 
 def _int(value: str | None) -> int:
@@ -201,7 +202,7 @@ def _short(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _bpb(x: float | None) -> str:
+def bpb(x: float | None) -> str:
     return "?" if x is None else f"{x:.4f}"
 
 
@@ -222,12 +223,12 @@ def _change_entry(c: Change, author: str, hist: History) -> _Entry:
     if c.after is not None:
         d = c.delta
         verdict = "" if d is None else f" ({d:+.4f}, {hist.verdict(c)})"
-        score = f"{_bpb(c.before)} -> {_bpb(c.after)} bpb{verdict}" + (f", {c.detail}" if c.detail else "")
+        score = f"{bpb(c.before)} -> {bpb(c.after)} bpb{verdict}" + (f", {c.detail}" if c.detail else "")
         badness = d if d is not None else 0.0
     elif c.status:
-        score, badness = f"{_bpb(c.before)} -> {c.status} {c.detail}".rstrip(), float("inf")
+        score, badness = f"{bpb(c.before)} -> {c.status} {c.detail}".rstrip(), float("inf")
     else:
-        score, badness = f"{_bpb(c.before)} -> not evaluated yet", float("-inf")
+        score, badness = f"{bpb(c.before)} -> not evaluated yet", float("-inf")
     text = (f"- g{c.generation} {c.name}{where} [{c.operator}] \"{c.title}\": {score}; {fate}\n"
             f"  reasoning: {_short(c.reasoning, REASONING_CHARS)}\n")
     return _Entry((c.generation, c.slot), text, c.after, badness)
@@ -269,7 +270,7 @@ def agent_memory(repo: Path, cfg: Config, agent: str, budget_tokens: int = MEMOR
     head = [f"# Memory of agent {agent}: its scored trajectory",
             "Every change this agent wrote and every attempt of its that failed before training, oldest first. "
             "Fitness is val bits per byte (the selection split), lower is better; \"a -> b\" is the parent's score, "
-            f"then the child's. The template scored {_bpb(hist.baseline)}."]
+            f"then the child's. The template scored {bpb(hist.baseline)}."]
     if len(kept) < len(entries):
         head.append(f"{len(entries) - len(kept)} of {len(entries)} entries are left out to fit about {budget_tokens} "
                     "tokens; kept: the best, the worst and the most recent.")
@@ -334,7 +335,7 @@ def inspiration(repo: Path, cfg: Config, k: int = INSPIRATION, hist: History | N
         more = f"\n... ({len(lines) - DIFF_LINES} more lines)" if len(lines) > DIFF_LINES else ""
         diffs[sha] = "\n".join(lines[:DIFF_LINES]) + more
     return [f"# Best change {i} in the population: {c.title}\n{c.name}, generation {c.generation}, {c.operator}, "
-            f"by {c.author}: {_bpb(c.before)} -> {_bpb(c.after)} bpb ({c.delta:+.4f})\n"
+            f"by {c.author}: {bpb(c.before)} -> {bpb(c.after)} bpb ({c.delta:+.4f})\n"
             f"```diff\n{diffs.get(c.sha, '')}\n```" for i, c in enumerate(best, start % max(1, len(ranked)) + 1)]
 
 
@@ -351,7 +352,7 @@ def evidence(hist: History) -> str:
     scored = [c for c in hist.changes if c.delta is not None]
     worst = sorted((c for c in scored if c.delta > 0), key=lambda c: -c.delta)
     lines = [f"# Evidence: {len(scored)} changes scored against their parent, {len(hist.attempts)} proposals "
-             f"failed before training; template {_bpb(hist.baseline)} bpb",
+             f"failed before training; template {bpb(hist.baseline)} bpb",
              "## Biggest improvements (val bpb, child minus parent)"]
     lines += [f"- {c.delta:+.4f} {c.title} [{c.operator}] ({c.name}, g{c.generation})"
               for c in improvements(hist)[:8]] or ["- none yet"]

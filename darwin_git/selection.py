@@ -40,10 +40,15 @@ def survivors(candidates: list[Genome], mu: int) -> list[Genome]:
     return sorted((g for g in candidates if g.ok), key=Genome.key)[:mu]
 
 
+def noise_bar(*spreads: float) -> float:
+    """Twice the combined seed spread: a lead smaller than this is not established."""
+    return 2 * math.sqrt(sum(x * x for x in spreads))
+
+
 def within_noise(a: Genome, b: Genome) -> bool:
     """Is a's lead over b smaller than twice their combined seed spread (or unmeasured)?"""
     if not (a.ok and b.ok):
         return False
     if a.n < 2 and b.n < 2:
         return True  # one run each: the spread is unknown, so the lead is not established
-    return abs(a.fitness - b.fitness) <= 2 * math.sqrt(a.spread ** 2 + b.spread ** 2)
+    return abs(a.fitness - b.fitness) <= noise_bar(a.spread, b.spread)
