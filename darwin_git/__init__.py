@@ -7,9 +7,10 @@ thing, and each piece of git state has one writer (named in brackets):
   commands/         one module per command group: genome, evolve, inspect, requests
   views.py          everything the terminal shows: tables, pages, summary lines
   generation.py     one generation, resumable: plan, breed, evaluate, confirm, select
-  strategies/       who breeds and who survives a step: evolution (mu + lambda), greedy (1 + 1), random
+  strategies/       who breeds and who survives a step: evolution (mu + lambda), greedy (1 + 1), random, climb
   novelty.py        the gate that refuses, before training, a change the search has already paid for
   memory.py         what an operator is shown: History, its author's trajectory, the digest
+  brief.py          the experiment log an LLM reads of the genome it changes (lineage, noise, failures, task)
   report.py         reading the population back: leaderboard, one genome, a lineage
   review.py         requests, reviewed like pull requests [refs/darwin/requests*]
   breeding.py       children and failed proposals [notes darwin/mutation, darwin/failures]
