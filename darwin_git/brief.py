@@ -1,7 +1,8 @@
 """The experiment log an LLM operator reads before it changes a genome (OPRO: the optimizer sees
 its scored trajectory): which genome it changes and how good it is, with run metrics; the lineage
 from the template to it, each step's delta labelled against the measured noise; the population's
-best genomes and what sets them apart; recent failures with their stderr, apart from failures of
+best genomes and what sets them apart; what each kind of change did across the population (the
+statistics the offline learner ranks by); recent failures with their stderr, apart from failures of
 the machinery; what siblings in this generation already changed; the task's facts and budget.
 
 Built from the one history a generation reads (memory.History) plus the fitness notes, and cut to
@@ -16,10 +17,12 @@ from . import fitness, population
 from .config import Config
 from .memory import Change, History, bpb, infrastructure
 from .operators import llm_tokens
+from .operators.offline import arm_of
 
 BRIEF_TOKENS = 1500  # the most the experiment log may take of a prompt
 TAIL_CHARS = 300  # of a failed run's stderr
 BEST = 3  # other genomes shown
+KINDS_SHOWN = (5, 3)  # kinds of change shown: the best by mean delta, and the worst
 
 
 @dataclass
@@ -85,6 +88,19 @@ def _apart(hist: History, sha: str, mine: set[str]) -> str:
     return f"its line differs by: {', '.join(extra)}" if extra else "an ancestor of this genome: nothing its line lacks"
 
 
+def _effects(hist: History) -> list[str]:
+    """Each kind of change's mean val bpb delta over its scored children in the whole population, best
+    first and worst last: the statistics the offline learner ranks its arms by ([evolution] learn)."""
+    deltas: dict[str, list[float]] = {}
+    for c in hist.changes:
+        if c.delta is not None:
+            deltas.setdefault(arm_of(c.operator, c.title), []).append(c.delta)
+    rows = sorted(deltas.items(), key=lambda kv: sum(kv[1]) / len(kv[1]))
+    best, worst = KINDS_SHOWN
+    shown = rows if len(rows) <= best + worst else rows[:best] + rows[-worst:]
+    return [f"- {kind}: {sum(d) / len(d):+.4f} mean over {len(d)} (best {min(d):+.4f})" for kind, d in shown]
+
+
 def _failures(hist: History, docs: dict[str, fitness.FitnessDoc], limit: int) -> tuple[list[str], list[str]]:
     """(recent failures of ideas, with the failed run's stderr tail; recent failures of the machinery)."""
     ideas, machinery = [], []
@@ -117,6 +133,7 @@ def text(repo: Path, cfg: Config, hist: History, target: Target, limit: int = BR
     mine = {c.title for c in steps}
     siblings = [c for c in hist.changes if c.generation == target.generation]
     noise = hist.noise()
+    effects = _effects(hist)
     e = cfg.evaluation
     task = (f"# The task\nCorpus {e.data} ({target.meta.get('tokenizer', e.tokenizer)} tokens, vocabulary "
             f"{target.meta.get('vocab_size', '?')}, {target.meta.get('train_tokens', 0):,} training tokens); budget "
@@ -137,6 +154,8 @@ def text(repo: Path, cfg: Config, hist: History, target: Target, limit: int = BR
                  noise_line,
                  "# The best other living genomes\n" + ("\n".join(
                      f"- {n}: {_score(docs[living[n]])}; {_apart(hist, living[n], mine)}" for n in best) or "(none yet)"),
+                 "# What each kind of change did here (mean val bpb change vs parent, all lineages)\n"
+                 + ("\n".join(effects) or "(nothing scored yet)"),
                  "# Recent failed changes across the population (the idea or its code failed)\n"
                  + ("\n".join(ideas) or "(none)")]
         if machinery:

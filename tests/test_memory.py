@@ -221,7 +221,7 @@ def test_what_a_digest_rewrite_cost_is_in_git_and_in_the_totals(story):
 
 def test_the_prompt_is_an_experiment_log_of_the_genome_it_changes(story):
     """Sent through the real client to a local endpoint: the parent's name and score with its spread, the
-    lineage with noise-labelled deltas, failures with their stderr apart from the machinery's, what
+    lineage with noise-labelled deltas, what each kind of change did, failures with their stderr apart from the machinery's, what
     siblings already changed, the task's facts; within its size cap."""
     from darwin_git import brief
     from darwin_git.generation import Generation, genome_files
@@ -249,6 +249,9 @@ def test_the_prompt_is_an_experiment_log_of_the_genome_it_changes(story):
     machinery = prompt.split("# Failures of the machinery")[1].split("\n# ")[0]
     assert "cost cap reached" in machinery
     assert "cost cap reached" not in memory.agent_memory(story.repo, cfg, "ada")  # not shown as the agent's idea
+    kinds = prompt.split("# What each kind of change did here")[1].split("\n# ")[0].splitlines()[1:]
+    assert kinds[0] == "- Raise the learning rate: -0.1050 mean over 1 (best -0.1050)"  # best first
+    assert kinds[-1] == "- Double the batch: +0.1450 mean over 1 (best +0.1450)"  # worst last (its parent re-run)
     assert "# Already changed by siblings in this generation" in prompt and '"Lower beta2"' in prompt
     assert f"Corpus {cfg.evaluation.data} (char tokens, vocabulary " in prompt
     assert f"budget {cfg.evaluation.budget} per run" in prompt and "this child is in generation 3" in prompt

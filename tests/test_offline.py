@@ -205,7 +205,7 @@ def test_the_learning_operator_picks_what_worked_here(tmp_path):
     won = [Outcome(1, "Halve the batch size, divide the learning rate by sqrt(2)", -0.3, False, "offline:halve_batch")] * 3
     lost = [Outcome(1, "Set learning_rate to 0.001 (was 0.002)", +0.4, False, "offline:perturb"),
             Outcome(1, "Replace LayerNorm with RMSNorm", +0.2, False, "offline:rmsnorm")]
-    assert arm_of(lost[0]) == "learning_rate:down" and arm_of(lost[1]) == "rmsnorm"
+    assert [arm_of(o.operator, o.title) for o in lost] == ["learning_rate:down", "rmsnorm"]
     learner = OfflineMutator(learn=True)
     picks = [learner.propose(files, Context(observed=won + lost), random.Random(s)).operator for s in range(40)]
     assert picks.count("offline:halve_batch") >= 14  # about half the draws exploit (by chance: 1 in 40)

@@ -514,15 +514,16 @@ def plateau_request(context: Context) -> RequestDraft | None:
         f"val bpb change vs parent of the last {PLATEAU} scored changes: {deltas}")
 
 
-def arm_of(outcome: Outcome) -> str:
-    """The bandit arm a change belongs to: its recipe, or the knob it moved and which way."""
-    m = KNOB_TITLE.match(outcome.title) if outcome.operator == "offline:perturb" else None
+def arm_of(operator: str, title: str) -> str:
+    """The bandit arm a change belongs to: its recipe, or the knob it moved and which way; a change
+    no catalogue wrote (an LLM's, a crossover) is an arm of its own title."""
+    m = KNOB_TITLE.match(title) if operator == "offline:perturb" else None
     if m:
         try:
             return f"{m[1]}:{'up' if float(m[2]) > float(m[3]) else 'down'}"
         except ValueError:
             return "perturb"
-    return outcome.operator.removeprefix("offline:")
+    return operator.removeprefix("offline:") if operator.startswith("offline:") else title
 
 
 def ranked(arms: list[str], observed: list[Outcome], rng: random.Random) -> list[str]:
@@ -534,7 +535,7 @@ def ranked(arms: list[str], observed: list[Outcome], rng: random.Random) -> list
     effects: dict[str, list[float]] = defaultdict(list)
     for o in observed:
         if o.delta is not None:
-            effects[arm_of(o)].append(o.delta)
+            effects[arm_of(o.operator, o.title)].append(o.delta)
     mean = {arm: sum(effects[arm]) / (len(effects[arm]) + 1) for arm in arms if arm in effects}
     order = list(arms)
     rng.shuffle(order)
