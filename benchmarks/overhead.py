@@ -1,9 +1,9 @@
 """Where an evaluation's wall time goes: seconds per stage, and the share that is not training.
 
 Evaluates the template genome the way a generation evaluates a child (sandbox, compute box, val
-scored; `--test` adds the test split as a confirmation run does) at a time budget and at a token
-budget, after one warm-up evaluation, so the harness process's one-time costs (importing torch,
-measuring the CPU's peak FLOP/s) are left out as they are in a long generation. The stages come
+scored; `--test` adds the test split and skips the smoke, as a survivor's confirmation run does) at a
+time budget and at a token budget, after one warm-up evaluation, so the harness process's one-time
+costs (importing torch, measuring the CPU's peak FLOP/s) are left out as they are in a long generation. The stages come
 from the record itself (`stage_s` in every fitness note).
 
     python benchmarks/overhead.py [--data shakespeare] [--budgets 60s 160000tokens] [--test]
@@ -28,7 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="shakespeare")
     ap.add_argument("--budgets", nargs="+", default=["60s", "160000tokens"])
-    ap.add_argument("--test", action="store_true", help="score the test split too (a confirmation run)")
+    ap.add_argument("--test", action="store_true", help="score the test split too and skip the smoke (a confirmation run)")
     args = ap.parse_args()
     corpus = prepare(args.data, "char")
     settings = EvalSettings(data=args.data)
@@ -40,7 +40,8 @@ def main() -> None:
         parts = ("worktree", "smoke", "train", "score", "harness", "cleanup")
         print(f"{'budget':<14}" + "".join(f"{p:>10}" for p in parts) + f"{'total':>10}  not training")
         for budget in args.budgets:
-            record = evaluate(repo, "HEAD", replace(settings, budget=budget), corpus, test=args.test)
+            record = evaluate(repo, "HEAD", replace(settings, budget=budget), corpus, test=args.test,
+                              smoke=not args.test)
             assert record.status == "ok", record.error
             share = 1 - record.stage_s["train"] / record.eval_s
             print(f"{budget:<14}" + "".join(f"{record.stage_s.get(p, 0.0):>10.2f}" for p in parts)

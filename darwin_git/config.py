@@ -67,6 +67,7 @@ class EvalSettings:
     memory_mb: int = 8192
     timeout_s: float = 0  # a token budget's wall-clock cap (0: 600 s); data stops there too
     grace_s: float = 0  # after data stops, seconds to save the checkpoint and exit (0: max(2, 2% of the deadline))
+    smoke: bool = True  # two served batches and a checkpoint before training: a crash at the end costs seconds
     smoke_timeout_s: float = 120
     score_timeout_s: float = 300  # per split
     score_tokens: int = 32768  # scored predictions per split

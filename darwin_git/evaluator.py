@@ -42,10 +42,11 @@ TRUSTED_OPERATOR = re.compile(r"^(offline:\S+|crossover)$")  # code the harness 
 REPORT_BYTES = 1 << 20  # metrics.json larger than this is not read
 KNOWN_PEAKS = {"H200": 989.5e12, "H100": 989.5e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12,
                "A10": 125e12, "4090": 165e12}  # dense bf16 FLOP/s from vendor sheets
-CHECK_FAILED = 86  # the smoke's exit status when the check before train.py failed
-# The check, then the smoke, in one process (one interpreter and torch import fewer per evaluation):
-# compile every .py and import the model module, then run train.py as `python train.py` would.
-SMOKE = ("import pathlib, runpy, sys, traceback\n"
+CHECK_FAILED = 86  # the exit status when the check before train.py failed
+# The check, then train.py, in one process (one interpreter and torch import fewer per evaluation): compile
+# every .py and import the model module, then run train.py as `python train.py` would. The smoke and the train
+# stage both run it; they differ in what the data channel serves.
+CHECKED_TRAIN = ("import pathlib, runpy, sys, traceback\n"
          "try:\n"
          "    for p in sorted(pathlib.Path('.').rglob('*.py')):\n"
          "        compile(p.read_text(), str(p), 'exec')\n"
@@ -209,11 +210,12 @@ def is_genome(repo: Path, sha: str) -> bool:
 
 def evaluate(repo: Path, rev: str, settings: EvalSettings, corpus: Corpus | None = None,
              slot_env: dict[str, str] | None = None, test: bool = True,
-             cores: tuple[int, ...] | None = None, smoke_only: bool = False) -> FitnessRecord:
+             cores: tuple[int, ...] | None = None, smoke_only: bool = False, smoke: bool = True) -> FitnessRecord:
     """Evaluate `rev` of `repo`; every genome failure becomes a record, never an exception.
     `test=False` scores val alone: generations score test only on the runs that confirm a survivor.
     `cores` are the slot's CPU cores (default: the first `threads`; () for no compute box at all).
-    `smoke_only` stops after the check and smoke stages: what an LLM may learn of its patch before it is taken."""
+    `smoke_only` stops after the check and smoke stages: what an LLM may learn of its patch before it is taken;
+    `smoke=False` skips them, for a re-run of a commit that already trained: their verdict is in its note."""
     sha = git.resolve(repo, rev)
     if not is_genome(repo, sha):
         raise DarwinError(f"{rev} is not a genome: its tree lacks {' and '.join(GENOME_FILES)} at the root")
@@ -245,7 +247,7 @@ def evaluate(repo: Path, rev: str, settings: EvalSettings, corpus: Corpus | None
     clock.lap("worktree")
     try:
         _run_stages(record, settings, corpus, wt, tmp, work, mode, device_name, slot_env or {}, test, cores, clock,
-                    smoke_only)
+                    smoke_only, smoke)
     finally:
         clock.lap("harness")
         git.worktree_remove(repo, wt)
@@ -285,7 +287,7 @@ def _version(pkg: str) -> str:
 
 def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path, tmp: Path, work: Path,
                 mode: str, device_name: str, slot_env: dict[str, str], test: bool, cores: tuple[int, ...],
-                clock: "_Clock", smoke_only: bool = False) -> None:
+                clock: "_Clock", smoke_only: bool = False, smoke: bool = True) -> None:
     memory = s.memory_mb * 2**20
     threads = {"OMP_NUM_THREADS": str(s.threads), "MKL_NUM_THREADS": str(s.threads)}
     data = work / "data"  # what the genome may know of the corpus: its meta, no text
@@ -327,7 +329,7 @@ def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path
         late = (f"still running {s.grace(meter.deadline_s):g}s after the data channel stopped serving at its "
                 f"{meter.deadline_s:g}s deadline; killed") if name == "train" else ""
         failed = _failure(outcome, timeout, s.memory_mb, late)
-        if failed and outcome.returncode == CHECK_FAILED and name == "smoke":
+        if failed and outcome.returncode == CHECK_FAILED:
             record.stage = "check"
         if channel and channel.refused and not failed:
             failed = ("crashed", f"the data channel refused a request: {channel.refused}")
@@ -347,11 +349,13 @@ def _run_stages(record: FitnessRecord, s: EvalSettings, corpus: Corpus, wt: Path
                 return None
         return out
 
-    smoke = Meter("requests", SMOKE_BATCHES, s.smoke_timeout_s)
+    smoke_meter = Meter("requests", SMOKE_BATCHES, s.smoke_timeout_s)
     meter = budget_meter(s)
-    if not stage("smoke", python + ["-c", SMOKE], f"{SMOKE_BATCHES}batches", smoke, s.smoke_timeout_s) or smoke_only:
-        return
-    out = stage("train", python + ["train.py"], s.budget, meter, meter.deadline_s + s.grace(meter.deadline_s))
+    run = python + ["-c", CHECKED_TRAIN]
+    if (s.smoke and smoke) or smoke_only:
+        if not stage("smoke", run, f"{SMOKE_BATCHES}batches", smoke_meter, s.smoke_timeout_s) or smoke_only:
+            return
+    out = stage("train", run, s.budget, meter, meter.deadline_s + s.grace(meter.deadline_s))
     if not out:
         return
     record.reported = _read_report(out / "metrics.json")

@@ -283,7 +283,7 @@ class Generation:
         the population's lessons (siblings start at different best changes), the genome's experiment log."""
         target = brief.Target(name, sha, g, self._corpus().genome_meta())
         return replace(memory.context(self.repo, self.cfg, author, hist, start=slot),
-                       brief=brief.text(self.repo, self.cfg, hist, target), smoke=smoke)
+                       brief=brief.text(self.repo, self.cfg, hist, target), smoke=smoke, parent=sha)
 
     def _smoker(self, parent: str, check: Check, verdicts: dict[str, str | patches.Rejected]) -> Smoke | None:
         """The check and smoke stages on a proposed patch, in the same sandbox as any evaluation, for an
@@ -358,7 +358,8 @@ class Generation:
         for _ in range(self.cfg.evolution.population * want + 1):
             pop = genomes(self.repo, self.cfg, names)
             top = {g.sha: g for g in selection.survivors(list(pop.values()), self.cfg.evolution.population)}
-            jobs = [Job(g.name, g.sha, self.cfg.evaluation.seed + g.n) for g in top.values() if g.n < want]
+            # a measured survivor already trained: its check and smoke have nothing left to say
+            jobs = [Job(g.name, g.sha, self.cfg.evaluation.seed + g.n, smoke=not g.ok) for g in top.values() if g.n < want]
             if not jobs:
                 return
             self._run_eval(jobs, None)

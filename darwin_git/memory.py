@@ -465,7 +465,7 @@ def context(repo: Path, cfg: Config, author: str, hist: History,
     tried += [Outcome(a.generation, a.title, None, True) for a in hist.attempts if a.author == author]
     tried.sort(key=lambda o: o.generation)
     observed = [Outcome(c.generation, c.title, c.delta, c.status not in ("", "ok"), c.operator, c.model, c.cost_usd,
-                        c.tokens) for c in hist.changes]
+                        c.tokens, c.parent) for c in hist.changes]
     return Context(memory=agent_memory(repo, cfg, author, budget_tokens, hist),
                    inspiration=[population_digest(repo, cfg), *inspiration(repo, cfg, hist=hist, start=start)],
                    tried=tried, observed=observed, asked=[d.generation for d in hist.requests if d.agent == author])

@@ -45,11 +45,13 @@ def test_genome_that_raises_fails_fast_at_smoke(genome_repo, settings, corpus):
     assert rec.eval_s < 30
 
 
-def test_syntax_error_fails_at_check(genome_repo, settings, corpus):
+@pytest.mark.parametrize("smoke", [True, False], ids=["smoke", "no-smoke"])
+def test_syntax_error_fails_at_check(genome_repo, settings, corpus, smoke):
+    """Without the smoke ([evaluation] smoke = false) the check runs in the train stage's process, first."""
     commit_edit(genome_repo, "model.py", "import math\n", "import math\ndef broken(:\n")
-    rec = evaluate(genome_repo, "HEAD", settings, corpus)
+    rec = evaluate(genome_repo, "HEAD", quick(settings, smoke=smoke), corpus)
     assert (rec.status, rec.stage) == ("crashed", "check")
-    assert "SyntaxError" in rec.error
+    assert "SyntaxError" in rec.error and ("smoke" in rec.stage_s) is smoke
 
 
 def test_sleeper_is_killed_with_its_children(genome_repo, settings, corpus):

@@ -180,7 +180,7 @@ def test_an_exception_in_a_slot_is_retried_then_recorded_and_user_errors_stop_th
         repo, shas, settings, corpus, monkeypatch):
     calls: dict[str, int] = {}
 
-    def flaky(repo, sha, settings, corpus, slot_env, test=True, cores=None):
+    def flaky(repo, sha, settings, corpus, slot_env, test=True, cores=None, smoke=True):
         calls[sha] = calls.get(sha, 0) + 1
         if sha == shas[0] or calls[sha] == 1:
             raise OSError(f"slot lost its disk ({calls[sha]})")
@@ -193,7 +193,7 @@ def test_an_exception_in_a_slot_is_retried_then_recorded_and_user_errors_stop_th
     assert runs[shas[1]]["status"] == "ok"
     assert runs[shas[0]]["status"] == "crashed" and "died twice: slot lost its disk (2)" in runs[shas[0]]["error"]
 
-    def misconfigured(*args):
+    def misconfigured(*args, **kwargs):
         raise DarwinError("sandbox = 'bwrap' is set but bubblewrap does not work here")
 
     monkeypatch.setattr(local, "evaluate", misconfigured)

@@ -180,6 +180,8 @@ def test_survivors_are_measured_on_two_seeds(evolved_repo):
         assert doc["spread"] == survivor["spread"] == round(statistics.stdev(scores), 6) > 0
         # test is scored by the confirmation run alone, and never feeds the fitness
         assert [r["test_bpb"] is not None for r in doc["runs"]] == [False, True] and doc["test_n"] == 1
+        # the confirmation re-runs a commit that already trained: no check or smoke stage again
+        assert ["smoke" in r["stage_s"] for r in doc["runs"]] == [True, False]
 
 
 @pytest.mark.parametrize("a, b, close", [

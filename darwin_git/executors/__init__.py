@@ -27,12 +27,14 @@ from .display import SlotDisplay
 
 @dataclass(frozen=True)
 class Job:
-    """One evaluation to run: the genome's name (for display), its commit, the seed, and whether to score test."""
+    """One evaluation to run: the genome's name (for display), its commit, the seed, whether to score test,
+    and whether to smoke it first (not for a re-run of a commit that already trained)."""
 
     name: str
     sha: str
     seed: int
     test: bool = True
+    smoke: bool = True
 
 
 @dataclass(frozen=True)

@@ -77,7 +77,8 @@ class LocalExecutor(Executor):
     def _start(self, repo: Path, job: Job, settings: EvalSettings, corpus: Corpus, slot: Slot) -> threading.Thread:
         def work() -> None:
             try:
-                outcome: dict | BaseException = evaluate(repo, job.sha, settings, corpus, slot.env, job.test, slot.cores).to_dict()
+                outcome: dict | BaseException = evaluate(repo, job.sha, settings, corpus, slot.env, job.test, slot.cores,
+                                                               smoke=job.smoke).to_dict()
             except BaseException as e:  # whatever ended the slot's work, the executor decides what it means
                 outcome = e
             self.results.put((threading.current_thread(), outcome))

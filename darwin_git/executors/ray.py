@@ -26,14 +26,15 @@ from ..evaluator import evaluate
 from . import Executor, Job, Slot
 
 
-def evaluate_bundle(bundle: bytes, sha: str, settings: EvalSettings, test: bool = True) -> dict:
+def evaluate_bundle(bundle: bytes, sha: str, settings: EvalSettings, test: bool = True, smoke: bool = True) -> dict:
     """Runs on a Ray worker: rebuild `sha` from its bundle in a scratch repo and evaluate it there."""
     with tempfile.TemporaryDirectory(prefix="darwin-ray-") as tmp:
         repo = Path(tmp) / "repo.git"
         git.init(repo, bare=True)
         git.unbundle(repo, bundle)
         # No compute box: Ray shares a node's cores among its tasks without saying which (README, "Fair compute").
-        return evaluate(repo, sha, settings, prepare(settings.data, settings.tokenizer), test=test, cores=()).to_dict()
+        return evaluate(repo, sha, settings, prepare(settings.data, settings.tokenizer), test=test, cores=(),
+                        smoke=smoke).to_dict()
 
 
 class RayExecutor(Executor):
@@ -66,7 +67,8 @@ class RayExecutor(Executor):
     def _start(self, repo: Path, job: Job, settings: EvalSettings, corpus: Corpus, slot: Slot) -> ray.ObjectRef:
         if job.sha not in self.bundles:  # re-evaluations on fresh seeds ship the same bundle once
             self.bundles[job.sha] = ray.put(git.bundle(repo, job.sha))
-        return self.task.options(**self.resources).remote(self.bundles[job.sha], job.sha, settings, job.test)
+        return self.task.options(**self.resources).remote(self.bundles[job.sha], job.sha, settings,
+                                                          job.test, job.smoke)
 
     def _wait(self, handles: list[Any]) -> tuple[Any, dict | BaseException]:
         [ref], _ = ray.wait(handles, num_returns=1)

@@ -54,6 +54,7 @@ class Outcome:
     model: str = ""  # the LLM that wrote it
     cost_usd: float = 0.0  # what writing it cost
     tokens: int = 0  # prompt and completion tokens spent on it
+    parent: str = ""  # the commit it changed
 
 
 @dataclass
@@ -67,6 +68,7 @@ class Context:
     observed: list[Outcome] = field(default_factory=list)  # every change in the population, any author (delta None: not scored)
     asked: list[int] = field(default_factory=list)  # generations in which the author filed a request
     smoke: Smoke | None = None  # the harness's smoke stage, for an operator that may test a patch before it is taken
+    parent: str = ""  # the commit being changed
 
 
 class OperatorError(Exception):

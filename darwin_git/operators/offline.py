@@ -526,24 +526,31 @@ def arm_of(operator: str, title: str) -> str:
     return operator.removeprefix("offline:") if operator.startswith("offline:") else title
 
 
-def ranked(arms: list[str], observed: list[Outcome], rng: random.Random) -> list[str]:
+def ranked(arms: list[str], observed: list[Outcome], rng: random.Random, parent: str = "") -> list[str]:
     """`arms` in the order to try them, learned from the deltas seen per arm in this repo (each arm's
     mean shrunk towards zero by one pseudo-observation): on EXPLOIT of the draws, the arms that lowered
     val bpb come first, best first; otherwise every arm in a random order; either way the arms that
-    raised it go last. With two dozen evaluations and some forty arms, plain Thompson sampling would
-    spend nearly every draw exploring."""
+    raised it go last, and the arms already tried on `parent` itself without a gain go after them: a
+    knob direction that paid from a smaller value need not pay from this one (widening a model stops
+    paying somewhere), and asking again is how a bandit without context wastes a climb. With two dozen
+    evaluations and some forty arms, plain Thompson sampling would spend nearly every draw exploring."""
     effects: dict[str, list[float]] = defaultdict(list)
+    spent: set[str] = set()
     for o in observed:
+        arm = arm_of(o.operator, o.title)
         if o.delta is not None:
-            effects[arm_of(o.operator, o.title)].append(o.delta)
+            effects[arm].append(o.delta)
+        if parent and o.parent == parent and (o.failed or (o.delta is not None and o.delta >= 0)):
+            spent.add(arm)
     mean = {arm: sum(effects[arm]) / (len(effects[arm]) + 1) for arm in arms if arm in effects}
-    order = list(arms)
+    order = [a for a in arms if a not in spent]
     rng.shuffle(order)
     won = sorted((a for a in order if mean.get(a, 0) < 0), key=mean.__getitem__)
     lost = [a for a in order if mean.get(a, 0) > 0]
+    last = lost + [a for a in arms if a in spent]
     if won and rng.random() < EXPLOIT:
-        return won + [a for a in order if a not in won and a not in lost] + lost
-    return [a for a in order if a not in lost] + lost
+        return won + [a for a in order if a not in won and a not in lost] + last
+    return [a for a in order if a not in lost] + last
 
 
 class OfflineMutator:
@@ -581,7 +588,7 @@ class OfflineMutator:
         applies (already in the genome) is passed over."""
         recipes = {r.name: r for r in CATALOGUE}
         arms = [*recipes, *(f"{k}:{d}" for k in PERTURBATION.knobs(files) for d in ("up", "down"))]
-        for arm in ranked(arms, context.observed, rng):
+        for arm in ranked(arms, context.observed, rng, context.parent):
             if arm in recipes:
                 yield recipes[arm].apply(files, rng), arm
             else:
