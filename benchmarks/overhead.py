@@ -6,7 +6,7 @@ time budget and at a token budget, after one warm-up evaluation, so the harness 
 costs (importing torch, measuring the CPU's peak FLOP/s) are left out as they are in a long generation. The stages come
 from the record itself (`stage_s` in every fitness note).
 
-    python benchmarks/overhead.py [--data shakespeare] [--budgets 60s 160000tokens] [--test]
+    python benchmarks/overhead.py [--data shakespeare] [--budgets 60s 160000tokens] [--test] [--no-smoke]
 
 Run it alone on the machine: a parallel test run halves every figure.
 """
@@ -29,9 +29,10 @@ def main() -> None:
     ap.add_argument("--data", default="shakespeare")
     ap.add_argument("--budgets", nargs="+", default=["60s", "160000tokens"])
     ap.add_argument("--test", action="store_true", help="score the test split too and skip the smoke (a confirmation run)")
+    ap.add_argument("--no-smoke", action="store_true", help="as with [evaluation] smoke = false")
     args = ap.parse_args()
     corpus = prepare(args.data, "char")
-    settings = EvalSettings(data=args.data)
+    settings = EvalSettings(data=args.data, smoke=not args.no_smoke)
     with tempfile.TemporaryDirectory(prefix="darwin-overhead-") as tmp:
         repo = template_repo(Path(tmp))
         evaluate(repo, "HEAD", replace(settings, budget="2080tokens"), corpus, test=False)  # warm-up

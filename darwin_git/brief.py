@@ -98,7 +98,8 @@ def _effects(hist: History) -> list[str]:
     rows = sorted(deltas.items(), key=lambda kv: sum(kv[1]) / len(kv[1]))
     best, worst = KINDS_SHOWN
     shown = rows if len(rows) <= best + worst else rows[:best] + rows[-worst:]
-    return [f"- {kind}: {sum(d) / len(d):+.4f} mean over {len(d)} (best {min(d):+.4f})" for kind, d in shown]
+    return [f"- {kind}: {sum(d) / len(d):+.4f} mean over {len(d)}" + (f" (best {min(d):+.4f})" if len(d) > 1 else "")
+            for kind, d in shown]
 
 
 def _failures(hist: History, docs: dict[str, fitness.FitnessDoc], limit: int) -> tuple[list[str], list[str]]:
@@ -159,7 +160,8 @@ def text(repo: Path, cfg: Config, hist: History, target: Target, limit: int = BR
                  "# Recent failed changes across the population (the idea or its code failed)\n"
                  + ("\n".join(ideas) or "(none)")]
         if machinery:
-            parts.append("# Failures of the machinery, not of the ideas (endpoint, cost caps)\n" + "\n".join(machinery))
+            parts.append("# Failures of the machinery, not of the ideas (endpoint, cost caps, the plan)\n"
+                         + "\n".join(machinery))
         if siblings:
             parts.append("# Already changed by siblings in this generation: do not repeat these\n"
                          + "\n".join(f'- {c.name} from {c.parent[:10]}: "{c.title}"' for c in siblings))

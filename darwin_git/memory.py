@@ -278,11 +278,12 @@ def agent_memory(repo: Path, cfg: Config, agent: str, budget_tokens: int = MEMOR
     return "\n".join(head) + "\n" + body + answers(hist, agent)
 
 
-INFRASTRUCTURE = ("cost cap reached", "the endpoint", "cannot reach")  # a reason that is not the idea's fault
+# reasons that are not the idea's fault: caps, the endpoint, a crossover plan whose parents share one line
+INFRASTRUCTURE = ("cost cap reached", "the endpoint", "cannot reach", "crossover adds nothing")
 
 
 def infrastructure(reason: str) -> bool:
-    """A failure of the machinery (caps, the endpoint), not of the proposed change."""
+    """A failure of the machinery (caps, the endpoint, the plan), not of the proposed change."""
     return reason.startswith(INFRASTRUCTURE)
 
 

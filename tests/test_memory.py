@@ -230,6 +230,7 @@ def test_the_prompt_is_an_experiment_log_of_the_genome_it_changes(story):
     story.score(story.root, 2.02, seed=2)
     story.score(a1, 1.91, seed=2)
     story.failed(a1, "ada", "ada", 3, 1, "cost cap reached: 3 requests sent this generation (max_requests = 3)")
+    story.failed(a1, "ada", "ada", 2, 3, "crossover adds nothing: one parent already contains the other")
     cfg: Config = story.cfg
     hist = memory.history(story.repo, cfg)
     context = Generation(story.repo, cfg).context(3, 0, "ada-g1-0", a1, "ada", hist)
@@ -247,11 +248,11 @@ def test_the_prompt_is_an_experiment_log_of_the_genome_it_changes(story):
     assert "ada-g2-1 \"Deeper model\": crashed at smoke; stderr ends: RuntimeError: boom in forward" in prompt
     assert "patch does not apply" in prompt.split("# Recent failed changes")[1].split("# Failures of the machinery")[0]
     machinery = prompt.split("# Failures of the machinery")[1].split("\n# ")[0]
-    assert "cost cap reached" in machinery
+    assert "cost cap reached" in machinery and "crossover adds nothing" in machinery  # not the idea's fault
     assert "cost cap reached" not in memory.agent_memory(story.repo, cfg, "ada")  # not shown as the agent's idea
     kinds = prompt.split("# What each kind of change did here")[1].split("\n# ")[0].splitlines()[1:]
-    assert kinds[0] == "- Raise the learning rate: -0.1050 mean over 1 (best -0.1050)"  # best first
-    assert kinds[-1] == "- Double the batch: +0.1450 mean over 1 (best +0.1450)"  # worst last (its parent re-run)
+    assert kinds[0] == "- Raise the learning rate: -0.1050 mean over 1"  # best first
+    assert kinds[-1] == "- Double the batch: +0.1450 mean over 1"  # worst last (its parent re-run)
     assert "# Already changed by siblings in this generation" in prompt and '"Lower beta2"' in prompt
     assert f"Corpus {cfg.evaluation.data} (char tokens, vocabulary " in prompt
     assert f"budget {cfg.evaluation.budget} per run" in prompt and "this child is in generation 3" in prompt
