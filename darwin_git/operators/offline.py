@@ -530,8 +530,9 @@ def ranked(arms: list[str], observed: list[Outcome], rng: random.Random, parent:
     """`arms` in the order to try them, learned from the deltas seen per arm in this repo (each arm's
     mean shrunk towards zero by one pseudo-observation): on EXPLOIT of the draws, the arms that lowered
     val bpb come first, best first; otherwise every arm in a random order; either way the arms that
-    raised it go last, and the arms already tried on `parent` itself without a gain go after them: a
-    knob direction that paid from a smaller value need not pay from this one (widening a model stops
+    raised it go last, and the arms already tried on `parent` itself go after them: a parent asked for
+    a change again kept its place against what that arm made of it (or the arm's child already exists),
+    a knob direction that paid from a smaller value need not pay from this one (widening a model stops
     paying somewhere), and asking again is how a bandit without context wastes a climb. With two dozen
     evaluations and some forty arms, plain Thompson sampling would spend nearly every draw exploring."""
     effects: dict[str, list[float]] = defaultdict(list)
@@ -540,7 +541,7 @@ def ranked(arms: list[str], observed: list[Outcome], rng: random.Random, parent:
         arm = arm_of(o.operator, o.title)
         if o.delta is not None:
             effects[arm].append(o.delta)
-        if parent and o.parent == parent and (o.failed or (o.delta is not None and o.delta >= 0)):
+        if parent and o.parent == parent:
             spent.add(arm)
     mean = {arm: sum(effects[arm]) / (len(effects[arm]) + 1) for arm in arms if arm in effects}
     order = [a for a in arms if a not in spent]
