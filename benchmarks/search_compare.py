@@ -63,13 +63,13 @@ def run_strategy(base: Path, strategy: str, seed: int, args: argparse.Namespace,
     shutil.copytree(base, repo, symlinks=True)
     cfg = config.load(repo)
     name, *switches = strategy.split("+")  # "climb+learn+novelty": the strategy with those switches on
-    unknown = set(switches) - {"novelty", "learn"}
+    unknown = set(switches) - {"novelty", "learn", "paired"}
     if unknown:
-        raise SystemExit(f"unknown switch {' '.join(sorted(unknown))} in {strategy!r}: use +novelty, +learn")
+        raise SystemExit(f"unknown switch {' '.join(sorted(unknown))} in {strategy!r}: use +novelty, +learn, +paired")
     greedy = name == "greedy"
     cfg = replace(cfg, evolution=replace(cfg.evolution, strategy=name, population=1 if greedy else args.population,
                                          offspring=1 if greedy else args.offspring, novelty="novelty" in switches,
-                                         learn="learn" in switches))
+                                         learn="learn" in switches, paired="paired" in switches))
     (repo / "darwin.toml").write_text(cfg.to_toml())
     t0, steps = time.time(), 0
     while bred(repo) < args.evaluations:
@@ -102,7 +102,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--strategies", default=",".join(config.STRATEGIES),
                     help="comma-separated; NAME+novelty turns the novelty gate on for that entry, +learn the "
-                         "offline operator's recipe bandit")
+                         "offline operator's recipe bandit, +paired greedy's seed-by-seed promotion test")
     ap.add_argument("--evaluations", type=int, default=24, help="children bred per strategy and seed")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--first-seed", type=int, default=1337, help="seeds run are first-seed, first-seed + 1, ...")

@@ -105,6 +105,7 @@ class Evolution:
     patience: int = 2  # climb: children the best may have without being displaced before the search widens
     novelty: bool = False  # refuse, before training, a change already in the lineage, a revert, or a repeat of a lost one
     learn: bool = False  # offline operator: half the proposals repeat the recipes and knob directions that worked here
+    paired: bool = False  # greedy: a child displaces its parent on their seed-by-seed differences, not their two spreads
 
 
 @dataclass

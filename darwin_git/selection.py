@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 from dataclasses import dataclass
 
 
@@ -17,6 +18,7 @@ class Genome:
     spread: float = 0.0  # sample std over runs
     n: int = 0  # runs
     status: str = ""
+    by_seed: tuple[tuple[int, float], ...] = ()  # (seed, val bpb) of each good run: what a paired comparison reads
 
     @property
     def ok(self) -> bool:
@@ -45,10 +47,22 @@ def noise_bar(*spreads: float) -> float:
     return 2 * math.sqrt(sum(x * x for x in spreads))
 
 
-def within_noise(a: Genome, b: Genome) -> bool:
-    """Is a's lead over b smaller than twice their combined seed spread (or unmeasured)?"""
+def within_noise(a: Genome, b: Genome, paired: bool = False) -> bool:
+    """Is a's lead over b smaller than twice their combined seed spread (or unmeasured)?
+
+    `paired`: where the two share two seeds or more, the test is on their differences seed by seed
+    (every genome's run k has seed base + k and every run is scored on the same windows): the lead
+    stands when every difference has its sign and their mean is beyond twice their spread. A seed
+    moves related genomes together, so the paired spread is the noise left once that is taken out."""
     if not (a.ok and b.ok):
         return False
+    if paired:
+        theirs = dict(b.by_seed)
+        d = [v - theirs[s] for s, v in a.by_seed if s in theirs]
+        if len(d) >= 2:
+            mean = statistics.fmean(d)
+            return not (all((x < 0) == (mean < 0) and x != 0 for x in d)
+                        and abs(mean) > noise_bar(statistics.stdev(d)))
     if a.n < 2 and b.n < 2:
         return True  # one run each: the spread is unknown, so the lead is not established
     return abs(a.fitness - b.fitness) <= noise_bar(a.spread, b.spread)

@@ -14,7 +14,7 @@ from dataclasses import asdict, replace
 import pytest
 
 from darwin_git import breeding, config, memory
-from darwin_git.generation import Generation
+from darwin_git.generation import Generation, genomes
 from darwin_git.git import lock, typed
 from darwin_git.operators import Proposal
 from darwin_git.population import Plan, init_repo
@@ -182,6 +182,8 @@ def test_survivors_are_measured_on_two_seeds(evolved_repo):
         assert [r["test_bpb"] is not None for r in doc["runs"]] == [False, True] and doc["test_n"] == 1
         # the confirmation re-runs a commit that already trained: no check or smoke stage again
         assert ["smoke" in r["stage_s"] for r in doc["runs"]] == [True, False]
+        seen = genomes(evolved_repo, config.load(evolved_repo), {survivor["name"]: survivor["sha"]})[survivor["name"]]
+        assert seen.by_seed == tuple((r["seed"], r["val_bpb"]) for r in doc["runs"])  # what a paired test reads
 
 
 @pytest.mark.parametrize("a, b, close", [

@@ -1,5 +1,6 @@
 """(1 + 1) hill-climbing: one child of the current best per step, kept only when it beats its
-parent by more than their measured seed spread, so a lucky seed never replaces a measured parent."""
+parent by more than their measured seed spread (or, with [evolution] paired, by more than the spread
+of their seed-by-seed differences), so a lucky seed never replaces a measured parent."""
 from __future__ import annotations
 
 import random
@@ -25,5 +26,5 @@ class Greedy:
         if not challengers or challengers[0].fitness >= held[0].fitness:
             return held
         # with no re-evaluations there is no spread to beat: the mean decides, as in autoresearch
-        noisy = evo.reevaluations > 0 and selection.within_noise(challengers[0], held[0])
+        noisy = evo.reevaluations > 0 and selection.within_noise(challengers[0], held[0], evo.paired)
         return held if noisy else challengers
