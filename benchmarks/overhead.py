@@ -3,8 +3,8 @@
 Evaluates the template genome the way a generation evaluates a child (sandbox, compute box, val
 scored; `--test` adds the test split and skips the smoke, as a survivor's confirmation run does) at a
 time budget and at a token budget, after one warm-up evaluation, so the harness process's one-time
-costs (importing torch, measuring the CPU's peak FLOP/s) are left out as they are in a long generation. The stages come
-from the record itself (`stage_s` in every fitness note).
+costs (importing torch, measuring the CPU's peak FLOP/s) are left out as they are in a long
+generation. The stages come from the record itself (`stage_s` in every fitness note).
 
     python benchmarks/overhead.py [--data shakespeare] [--budgets 60s 160000tokens] [--test] [--no-smoke]
 
@@ -28,7 +28,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="shakespeare")
     ap.add_argument("--budgets", nargs="+", default=["60s", "160000tokens"])
-    ap.add_argument("--test", action="store_true", help="score the test split too and skip the smoke (a confirmation run)")
+    ap.add_argument("--test", action="store_true",
+                    help="score the test split too and skip the smoke (a confirmation run)")
     ap.add_argument("--no-smoke", action="store_true", help="as with [evaluation] smoke = false")
     args = ap.parse_args()
     corpus = prepare(args.data, "char")

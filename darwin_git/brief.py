@@ -10,6 +10,7 @@ BRIEF_TOKENS by dropping the oldest lineage steps and failures first.
 """
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,11 +96,12 @@ def _effects(hist: History) -> list[str]:
     for c in hist.changes:
         if c.delta is not None:
             deltas.setdefault(arm_of(c.operator, c.title), []).append(c.delta)
-    rows = sorted(deltas.items(), key=lambda kv: sum(kv[1]) / len(kv[1]))
+    mean = {kind: statistics.fmean(d) for kind, d in deltas.items()}
+    rows = sorted(deltas, key=mean.__getitem__)
     best, worst = KINDS_SHOWN
     shown = rows if len(rows) <= best + worst else rows[:best] + rows[-worst:]
-    return [f"- {kind}: {sum(d) / len(d):+.4f} mean over {len(d)}" + (f" (best {min(d):+.4f})" if len(d) > 1 else "")
-            for kind, d in shown]
+    return [f"- {kind}: {mean[kind]:+.4f} mean over {len(deltas[kind])}"
+            + (f" (best {min(deltas[kind]):+.4f})" if len(deltas[kind]) > 1 else "") for kind in shown]
 
 
 def _failures(hist: History, docs: dict[str, fitness.FitnessDoc], limit: int) -> tuple[list[str], list[str]]:

@@ -47,16 +47,16 @@ CHECK_FAILED = 86  # the exit status when the check before train.py failed
 # every .py and import the model module, then run train.py as `python train.py` would. The smoke and the train
 # stage both run it; they differ in what the data channel serves.
 CHECKED_TRAIN = ("import pathlib, runpy, sys, traceback\n"
-         "try:\n"
-         "    for p in sorted(pathlib.Path('.').rglob('*.py')):\n"
-         "        compile(p.read_text(), str(p), 'exec')\n"
-         "    import model\n"
-         "    assert callable(getattr(model, 'load', None)), 'model.py must define load(path)'\n"
-         "except BaseException:\n"
-         "    traceback.print_exc()\n"
-         f"    sys.exit({CHECK_FAILED})\n"
-         "sys.argv = ['train.py']\n"
-         "runpy.run_path('train.py', run_name='__main__')\n")
+                 "try:\n"
+                 "    for p in sorted(pathlib.Path('.').rglob('*.py')):\n"
+                 "        compile(p.read_text(), str(p), 'exec')\n"
+                 "    import model\n"
+                 "    assert callable(getattr(model, 'load', None)), 'model.py must define load(path)'\n"
+                 "except BaseException:\n"
+                 "    traceback.print_exc()\n"
+                 f"    sys.exit({CHECK_FAILED})\n"
+                 "sys.argv = ['train.py']\n"
+                 "runpy.run_path('train.py', run_name='__main__')\n")
 # The harness's own child ended by a signal: killed from outside (kill -9, a lost node), not the genome's
 # verdict. Under bubblewrap that child is outside the genome's PID namespace, where genome code cannot reach
 # it; a genome that kills itself shows as bubblewrap's exit code 128 + N instead, and is recorded as a crash.

@@ -41,13 +41,23 @@ class FitnessDoc:
     def text(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, indent=1) + "\n"
 
+    @property
+    def by_seed(self) -> tuple[tuple[int, float], ...]:
+        """(seed, val bpb) of each run that scored: what a paired comparison reads."""
+        return tuple((r.get("seed"), r["val_bpb"]) for r in _scored(self.runs))
+
 
 UNEVALUATED = FitnessDoc()
 
 
+def _scored(runs: list[dict]) -> list[dict]:
+    """The good runs with a val score: what the fitness is the mean of."""
+    return [r for r in runs if r["status"] == "ok" and r.get("val_bpb") is not None]
+
+
 def summarize(runs: list[dict]) -> FitnessDoc:
     failed = next((r for r in runs if r["status"] != "ok"), None)
-    scores = [r["val_bpb"] for r in runs if r["status"] == "ok" and r.get("val_bpb") is not None]
+    scores = [r["val_bpb"] for r in _scored(runs)]
     tests = [r["test_bpb"] for r in runs if r["status"] == "ok" and r.get("test_bpb") is not None]
     return FitnessDoc(
         status=failed["status"] if failed else "ok",

@@ -64,9 +64,7 @@ def genomes(repo: Path, cfg: Config, names: dict[str, str]) -> dict[str, Genome]
     out = {}
     for name, sha in names.items():
         doc = docs.get(sha, fitness.UNEVALUATED)
-        out[name] = Genome(name, sha, doc.fitness, doc.spread, doc.n, doc.status,
-                           tuple((r["seed"], r["val_bpb"]) for r in doc.runs
-                                 if r.get("status") == "ok" and r.get("val_bpb") is not None))
+        out[name] = Genome(name, sha, doc.fitness, doc.spread, doc.n, doc.status, doc.by_seed)
     return out
 
 

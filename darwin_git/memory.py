@@ -147,6 +147,7 @@ def history(repo: Path, cfg: Config) -> History:
         if "Darwin-Agent" not in t:
             continue
         doc = docs.get(sha, fitness.UNEVALUATED)
+        cost_usd, tokens = _spend(notes.get(sha, {}).get("usage"))
         changes.append(Change(
             sha=sha, name=names.get(sha, sha[:10]), agent=t["Darwin-Agent"],
             author=t.get("Darwin-Author", t["Darwin-Agent"]), generation=_int(t.get("Darwin-Generation")),
@@ -154,8 +155,7 @@ def history(repo: Path, cfg: Config) -> History:
             reasoning=notes.get(sha, {}).get("reasoning") or ci.body.split("\n\nDarwin-")[0],
             parent=ci.parents[0] if ci.parents else "", before=score(ci.parents[0]) if ci.parents else None,
             after=doc.fitness, status=doc.status, detail=_detail(doc), alive=sha in live_shas,
-            model=t.get("Darwin-Model", ""), cost_usd=_spend(notes.get(sha, {}).get("usage"))[0],
-            tokens=_spend(notes.get(sha, {}).get("usage"))[1]))
+            model=t.get("Darwin-Model", ""), cost_usd=cost_usd, tokens=tokens))
     changes.sort(key=lambda c: (c.generation, c.slot))
 
     slots = {(g, s.slot): s for g, step in population.generations(repo).items() if step.plan for s in step.plan.slots}
