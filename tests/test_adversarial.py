@@ -289,27 +289,34 @@ def timed(adv_settings):
     return replace(adv_settings, budget="8s")
 
 
-@pytest.fixture(scope="module")
 def honest_timed(template_repo, timed, corpus) -> FitnessRecord:
+    """The template under the same time budget, run right beside the hog: a shared VM's speed drifts by a
+    third between runs minutes apart, so only a neighbouring run is a fair reference."""
     record = evaluate(template_repo, "main", timed, corpus, test=False)
     assert record.status == "ok", record.error
     return record
 
 
 @pytest.mark.parametrize("hog", HOGS, ids=list(HOGS))
-def test_a_genome_gets_no_more_compute_than_its_slot_grants(template_repo, timed, corpus, honest_timed, hog):
+def test_a_genome_gets_no_more_compute_than_its_slot_grants(template_repo, timed, corpus, hog):
     """More threads, busy worker processes, or re-pinning to every core: the slot's one core is all it gets,
     and the harness's own meter says so (or marks the run overrun where only pinning was available)."""
     sha = attacker(template_repo, f"hog-{hog}", {"train.py": [(IMPORTS, IMPORTS + HOGS[hog])]})
+    before = honest_timed(template_repo, timed, corpus)
     record = evaluate(template_repo, sha, timed, corpus, test=False)
-    assert record.cores == 1 and record.compute == honest_timed.compute
+    assert record.cores == 1 and record.compute == before.compute
     if record.status == "overrun":  # pinning only: the escape was metered and the run ranks last
         assert record.compute in ("affinity", "none") and record.val_bpb is None
         return
     assert record.status == "ok", record.error
     assert record.cpu_s <= 1.1 * record.wall_s + 0.5  # held to one core, by the harness's meter
-    assert record.tokens <= 1.15 * honest_timed.tokens, (record.tokens, honest_timed.tokens)
-    assert record.val_bpb >= honest_timed.val_bpb - 0.05
+    # An escape to the second core buys ~1.8x the tokens. The reference is the better of the honest runs on
+    # either side of the hog; the one after is run only when the one before fell behind.
+    ref = before
+    if record.tokens > 1.15 * ref.tokens:
+        ref = max(before, honest_timed(template_repo, timed, corpus), key=lambda r: r.tokens)
+    assert record.tokens <= 1.15 * ref.tokens, (record.tokens, before.tokens, ref.tokens)
+    assert record.val_bpb >= ref.val_bpb - 0.05
     if hog == "threads":  # the control: unboxed, the same genome really does take more than its core
         free = evaluate(template_repo, sha, replace(timed, compute="none"), corpus, test=False)
         assert free.compute == "none" and free.cpu_s > 1.3 * free.wall_s, (free.cpu_s, free.wall_s)
