@@ -93,19 +93,21 @@ class ExecutorSettings:
 
 @dataclass
 class Evolution:
-    population: int = 4  # survivors kept after each generation (mu)
-    offspring: int = 4  # children made per generation (lambda)
+    population: int = 1  # survivors kept after each generation (mu); evolution's init default: 4
+    offspring: int = 1  # children made per generation (lambda); init's default: population
     crossover_rate: float = 0.25  # share of offspring made by merging two parents
     seed: int = 1337  # drives parent choice and the offline mutator: same seed, same generation
     reevaluations: int = 1  # extra seeds run on each survivor, so fitness is a mean with a spread
     tournament: int = 2  # tournament size for parent choice
     operator: str = "auto"  # auto | offline | llm; auto = llm when [llm] model and its key (or base_url) are set
     pause_on_requests: bool = False  # evolve stops between generations while requests wait for review
-    strategy: str = "evolution"  # evolution (mu + lambda) | greedy (1 + 1) | random (best-of-N) | climb: darwin_git/strategies/
+    # evolution (mu + lambda) | greedy (1 + 1) | random (best-of-N) | climb: darwin_git/strategies/. The default, with
+    # novelty and paired on, is the best measured by benchmarks/search_compare.py at 24 children (README: Benchmarks).
+    strategy: str = "greedy"
     patience: int = 2  # climb: children the best may have without being displaced before the search widens
-    novelty: bool = False  # refuse, before training, a change already in the lineage, a revert, or a repeat of a lost one
+    novelty: bool = True  # refuse, before training, a change already in the lineage, a revert, or a repeat of a lost one
     learn: bool = False  # offline operator: half the proposals repeat the recipes and knob directions that worked here
-    paired: bool = False  # greedy: a child displaces its parent on their seed-by-seed differences, not their two spreads
+    paired: bool = True  # greedy: a child displaces its parent on their seed-by-seed differences, not their two spreads
 
 
 @dataclass

@@ -80,10 +80,11 @@ def settings(corpus_file) -> EvalSettings:
 
 
 def evo_config(corpus_file: Path, population: int = 2, offspring: int = 2, reevaluations: int = 1) -> Config:
-    """darwin.toml settings for a tiny evolution repo: 20-step genomes on the test corpus."""
+    """darwin.toml settings for a tiny (mu + lambda) evolution repo: 20-step genomes on the test corpus, the
+    novelty gate and paired promotion off unless a test turns them on."""
     cfg = Config()
-    cfg.evolution = replace(cfg.evolution, population=population, offspring=offspring,
-                            reevaluations=reevaluations)
+    cfg.evolution = replace(cfg.evolution, strategy="evolution", population=population, offspring=offspring,
+                            reevaluations=reevaluations, novelty=False, paired=False)
     cfg.evaluation = tiny_settings(corpus_file, "20800tokens")
     return cfg
 

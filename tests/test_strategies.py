@@ -100,11 +100,14 @@ def test_greedy_promotes_a_child_only_beyond_the_measured_noise():
 
 
 def test_init_sets_the_strategy_and_status_names_it(tmp_path, corpus_file):
-    repo = tmp_path / "climb"
-    assert cli("init", str(repo), "--strategy", "greedy", "--data", str(corpus_file)).exit_code == 0
-    evo = config.load(repo).evolution
-    assert (evo.strategy, evo.population, evo.offspring) == ("greedy", 1, 1)
+    repo = tmp_path / "default"
+    assert cli("init", str(repo), "--data", str(corpus_file)).exit_code == 0
+    evo = config.load(repo).evolution  # the search the benchmark measured best: greedy, gate and paired test on
+    assert (evo.strategy, evo.population, evo.offspring, evo.novelty, evo.paired) == ("greedy", 1, 1, True, True)
     assert "greedy search" in cli("status", "-C", str(repo)).output
+    assert cli("init", str(tmp_path / "mu"), "--strategy", "evolution", "--data", str(corpus_file)).exit_code == 0
+    evo = config.load(tmp_path / "mu").evolution
+    assert (evo.strategy, evo.population, evo.offspring) == ("evolution", 4, 4)
     assert cli("init", str(tmp_path / "x"), "--strategy", "anneal").exit_code == 2  # click names the choices
 
 

@@ -57,7 +57,7 @@ def eval_cmd(rev, budget, seed, device, data, tokenizer, memory_mb, sandbox, not
 
 @click.command()
 @click.argument("directory", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--strategy", type=click.Choice(config.STRATEGIES), default="evolution", show_default=True,
+@click.option("--strategy", type=click.Choice(config.STRATEGIES), default=config.Evolution.strategy, show_default=True,
               help="Search: evolution (mu + lambda), greedy (1 + 1 hill-climbing), random (best-of-N children of the baseline), climb (children of the best until it stalls, then wider).")
 @click.option("--population", type=click.IntRange(max=1000),
               help="Genomes kept each generation (default: 4; greedy: 1).")
