@@ -172,6 +172,6 @@ def test_a_paired_comparison_sees_a_lead_the_two_spreads_hide():
     assert within_noise(mixed, parent, paired=True)  # better on one seed, worse on the other
     once = Genome("o", "4", 3.9, 0.0, 1, "ok", ((1337, 3.9),))  # one shared seed: the unpaired test stands
     assert within_noise(once, parent, paired=True) == within_noise(once, parent)
-    greedy, evo = strategy_for("greedy"), config.Evolution(strategy="greedy", population=1, offspring=1)
+    greedy, evo = strategy_for("greedy"), config.Evolution(strategy="greedy", population=1, offspring=1, paired=False)
     assert greedy.survivors([parent, child], {parent.sha}, evo) == [parent]
     assert greedy.survivors([parent, child], {parent.sha}, replace(evo, paired=True)) == [child]
