@@ -17,6 +17,7 @@ import argparse
 
 import numpy as np
 
+from darwin_git.config import EvalSettings
 from darwin_git.corpus import prepare
 from darwin_git.scoring import windows
 
@@ -36,17 +37,18 @@ def counts(rows: np.ndarray, vocab: int) -> tuple[np.ndarray, np.ndarray, np.nda
 def bpb(rows: np.ndarray, val: np.ndarray, token_bytes: np.ndarray, vocab: int) -> dict[str, float]:
     """Bits per byte of each count model on the harness's val windows, the best interpolation kept."""
     uni, bi, tri = counts(rows, vocab)
-    windows_ = np.stack([val[s:s + CONTEXT + 1] for s in windows(len(val), CONTEXT, 32768)]).astype(np.int64)
+    scored = EvalSettings().score_tokens  # as many predictions as the harness scores per split
+    windows_ = np.stack([val[s:s + CONTEXT + 1] for s in windows(len(val), CONTEXT, scored)]).astype(np.int64)
     target = windows_[:, 1:].ravel()
     prev = windows_[:, :-1].ravel()
-    prev2 = np.concatenate([np.full((len(windows_), 1), -1), windows_[:, :-2]], axis=1).ravel()  # -1: no context
+    has2 = np.tile(np.arange(CONTEXT) > 0, len(windows_))  # a window's first prediction has one token of context
+    prev2 = np.concatenate([np.zeros((len(windows_), 1), np.int64), windows_[:, :-2]], axis=1).ravel()  # 0: unused
     nbytes = token_bytes[target].sum()
     p_uni = (uni[target] + 0.1) / (uni.sum() + 0.1 * vocab)
     n_bi = bi.sum(1)[prev]
     p_bi_ml = np.where(n_bi > 0, bi[prev, target] / np.maximum(n_bi, 1), 0.0)
-    has2 = prev2 >= 0
-    n_tri = np.where(has2, tri.sum(2)[np.maximum(prev2, 0), prev], 0)
-    p_tri_ml = np.where(n_tri > 0, tri[np.maximum(prev2, 0), prev, target] / np.maximum(n_tri, 1), 0.0)
+    n_tri = np.where(has2, tri.sum(2)[prev2, prev], 0)
+    p_tri_ml = np.where(n_tri > 0, tri[prev2, prev, target] / np.maximum(n_tri, 1), 0.0)
 
     def bits(p: np.ndarray) -> float:
         return float(-np.log2(p).sum() / nbytes)
